@@ -1,0 +1,3 @@
+from more4d.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""`more4d` command line: one sub-command per module in `more4d/commands/`.
+
+Each command module exposes `register(subparsers) -> argparse.ArgumentParser` and `run(args) -> int`.
+Modules are imported lazily so `more4d --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from more4d import __version__
+from more4d.errors import InputError
+
+# command name -> module in more4d.commands (and its one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "generate": ("generate", "image + prompt -> Scene4D (4D-STraG), optionally rendered (4D-ViSM)"),
+    "render": ("render", "render a Scene4D along a camera path or preset (4D-ViSM)"),
+    "export": ("export", "export a Scene4D as PLY zip, GLB, seed-style text or mp4 preview"),
+    "presets": ("presets", "list camera-path presets"),
+    "synth": ("synth", "generate TrajScene-Synth clips with exact ground truth"),
+    "build-data": ("build_data", "build TrajScene clips (depth + 3D tracks) from your own videos"),
+    "eval": ("evaluate", "evaluate models on held-out TrajScene-Synth seeds"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="more4d", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"more4d {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"more4d.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"more4d.commands.{module}":
+                raise
+            continue  # command not built yet
+        cmd = mod.register(sub, name, help_text)
+        cmd.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (InputError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        if args.debug:
+            raise
+        print(f"more4d {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""CLI sub-commands; see `more4d.cli`."""
