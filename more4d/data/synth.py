@@ -1,0 +1,643 @@
+"""TrajScene-Synth: procedural 4D scenes with exact ground truth, rendered by analytic ray casting in torch.
+
+A clip is a textured ground plane and backdrop with 1-4 textured primitives (ball, box, cylinder, capsule)
+under Lambertian shading, each moving by one sampled motion (translate, bounce, orbit, spin, approach,
+recede, pulse, static), optionally seen by a moving camera. For every frame-0 pixel the generator knows the
+surface point it sees, so its 3D trajectory (in camera-0 OpenCV coordinates) follows from that object's
+analytic motion; visibility is a depth test against each frame's depth map plus the image bounds.
+
+All random parameters and all per-frame transforms are drawn and computed on the CPU from a
+`torch.Generator` seeded per clip; only per-pixel work runs on `device`, so CPU and CUDA give the same
+clip up to float rounding (and a few texels on pattern boundaries).
+
+>>> clips = generate_clips([0, 1], SynthConfig())          # list[TrajClip]
+>>> batch = generate_batch(range(64), SynthConfig(), "cuda")  # stacked tensors for on-the-fly training
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from more4d.data.formats import NovelView, TrajClip
+from more4d.errors import InputError
+
+try:  # geometry.py is written by another helper; keep the contract value until it lands
+    from more4d.geometry import DEFAULT_FOV_DEG
+except ImportError:  # pragma: no cover
+    DEFAULT_FOV_DEG = 55.0
+
+SHAPES = ("ball", "box", "cylinder", "capsule")
+MOTIONS = ("translate", "bounce", "orbit", "spin", "approach", "recede", "pulse", "static")
+CAMERA_MOTIONS = ("static", "pan", "truck", "dolly", "orbit")
+TEXTURES = ("checker", "stripes", "noise")
+COLORS: dict[str, tuple[float, float, float]] = {
+    "red": (0.85, 0.12, 0.10), "green": (0.18, 0.68, 0.22), "blue": (0.12, 0.28, 0.88),
+    "yellow": (0.95, 0.85, 0.12), "orange": (0.96, 0.50, 0.08), "purple": (0.55, 0.22, 0.75),
+    "white": (0.93, 0.93, 0.93), "pink": (0.96, 0.50, 0.70), "cyan": (0.15, 0.80, 0.85),
+}
+BACKGROUND_COLORS = ((0.55, 0.55, 0.55), (0.76, 0.70, 0.55), (0.50, 0.35, 0.22), (0.35, 0.42, 0.50),
+                     (0.45, 0.50, 0.30), (0.62, 0.58, 0.66), (0.30, 0.45, 0.42))
+SKY = (0.70, 0.80, 0.95)
+MAX_OBJECTS = 4
+NUM_SURFACES = MAX_OBJECTS + 2  # objects, then ground, then backdrop
+GROUND, BACKDROP, MISS = MAX_OBJECTS, MAX_OBJECTS + 1, MAX_OBJECTS + 2
+PIXEL_CENTER = 0.5  # pixel (i, j) is the ray through (j + 0.5, i + 0.5)
+VIS_REL_TOL = 5e-3  # a point is visible unless all 4 nearest depth samples are in front of it by this much
+_EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to generate. `SynthConfig.paper_scale()` gives the paper's 49 x 368 x 512."""
+
+    num_frames: int = 17
+    height: int = 256
+    width: int = 256
+    fov_deg: float = DEFAULT_FOV_DEG  # vertical
+    fps: float = 8.0
+    min_objects: int = 1
+    max_objects: int = MAX_OBJECTS
+    camera_motion_prob: float = 0.3
+    static_prob: float = 0.05  # chance that an object does not move
+    novel_views: int = 2  # novel camera paths rendered per clip (0 skips them)
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 2 or (self.num_frames - 1) % 4:
+            raise InputError(f"num_frames must be 4k+1 and >= 5, got {self.num_frames}")
+        if min(self.height, self.width) < 16:
+            raise InputError(f"height and width must be >= 16, got {self.height}x{self.width}")
+        if not 1 <= self.min_objects <= self.max_objects <= MAX_OBJECTS:
+            raise InputError(f"need 1 <= min_objects <= max_objects <= {MAX_OBJECTS}, "
+                             f"got {self.min_objects}, {self.max_objects}")
+        if not 0.0 < self.fov_deg < 170.0:
+            raise InputError(f"fov_deg must be in (0, 170), got {self.fov_deg}")
+        if not 0 <= self.novel_views <= 4:
+            raise InputError(f"novel_views must be in [0, 4], got {self.novel_views}")
+        if self.fps <= 0:
+            raise InputError(f"fps must be > 0, got {self.fps}")
+
+    @classmethod
+    def paper_scale(cls, **overrides: Any) -> SynthConfig:
+        return cls(**{"num_frames": 49, "height": 368, "width": 512, **overrides})
+
+    def intrinsics(self) -> torch.Tensor:
+        """`(3, 3)` float32 pinhole K from the vertical FOV (principal point at the image centre)."""
+        f = 0.5 * self.height / math.tan(math.radians(self.fov_deg) / 2)
+        return torch.tensor([[f, 0, self.width / 2], [0, f, self.height / 2], [0, 0, 1]], dtype=torch.float32)
+
+
+@dataclass
+class SynthBatch:
+    """B generated clips as stacked tensors on one device (N = H*W, V = config.novel_views).
+
+    frames `(B, T, H, W, 3)` uint8; depth `(B, T, H, W)` float32 z-depth (0 where nothing is hit);
+    points `(B, T, N, 3)` float32 camera-0 OpenCV coords of each frame-0 pixel (row-major);
+    visibility `(B, T, N)` bool; colors `(B, N, 3)` float32 in [0, 1]; K `(B, 3, 3)`;
+    c2w `(B, T, 4, 4)` source camera (opencv_c2w, frame 0 = identity);
+    novel_frames `(B, V, T, H, W, 3)` uint8, novel_depth `(B, V, T, H, W)`, novel_c2w `(B, V, T, 4, 4)`;
+    captions and metas: one per clip.
+    """
+
+    frames: torch.Tensor
+    depth: torch.Tensor
+    points: torch.Tensor
+    visibility: torch.Tensor
+    colors: torch.Tensor
+    K: torch.Tensor
+    c2w: torch.Tensor
+    novel_frames: torch.Tensor
+    novel_depth: torch.Tensor
+    novel_c2w: torch.Tensor
+    captions: list[str]
+    metas: list[dict[str, Any]]
+    fps: float = 8.0
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def clips(self) -> list[TrajClip]:
+        """Split into CPU `TrajClip`s."""
+        out = []
+        for b in range(len(self)):
+            novel = [NovelView(c2w=self.novel_c2w[b, v].cpu(), K=self.K[b].cpu(), frames=self.novel_frames[b, v].cpu())
+                     for v in range(self.novel_frames.shape[1])]
+            out.append(TrajClip(frames=self.frames[b].cpu(), points=self.points[b].cpu(),
+                                visibility=self.visibility[b].cpu(), colors=self.colors[b].cpu(),
+                                K=self.K[b].cpu(), depth=self.depth[b].cpu(), caption=self.captions[b],
+                                fps=self.fps, meta=self.metas[b], novel=novel))
+        return out
+
+
+def generate_clips(seeds: Iterable[int], config: SynthConfig | None = None, device: str | torch.device = "cpu",
+                   *, batch_size: int = 4) -> list[TrajClip]:
+    """Generate one clip per seed (same seed -> same clip on any device), rendered `batch_size` at a time."""
+    seeds = list(seeds)
+    clips: list[TrajClip] = []
+    for i in range(0, len(seeds), max(1, batch_size)):
+        clips += generate_batch(seeds[i:i + batch_size], config, device).clips()
+    return clips
+
+
+@torch.no_grad()
+def generate_batch(seeds: Iterable[int], config: SynthConfig | None = None,
+                   device: str | torch.device = "cpu") -> SynthBatch:
+    """Generate clips for `seeds` in one batched render; all outputs stay on `device` (see `SynthBatch`)."""
+    config = config or SynthConfig()
+    seeds = [_check_seed(s) for s in seeds]
+    if not seeds:
+        raise InputError("seeds must contain at least one seed")
+    device = torch.device(device)
+    T, H, W = config.num_frames, config.height, config.width
+    sampled = [_sample_clip(s, config) for s in seeds]
+    params = {k: torch.stack([p[k] for p, _, _ in sampled]).to(device) for k in sampled[0][0]}
+    K = config.intrinsics()
+    rays = _camera_rays(K, H, W).to(device)  # (3, N)
+
+    K_dev = K.to(device)
+    rgb, depth, ids = _render(params, params["c2w"], rays, K_dev, H, W)
+    c2w0 = params["c2w"][:, 0]
+    hits0 = (_apply(c2w0[:, :3, :3], depth[:, 0, None] * rays) + c2w0[:, :3, 3:]).transpose(1, 2)  # (B, N, 3)
+    points = _trajectories(params, ids[:, 0], hits0)
+    visibility = _visibility(points, params["c2w"], depth, K_dev, H, W)
+    visibility[:, 0] = True
+    novel_rgb, novel_depth = [], []
+    for v in range(config.novel_views):
+        nr, nd, _ = _render(params, params["novel_c2w"][:, v], rays, K_dev, H, W)
+        novel_rgb.append(nr)
+        novel_depth.append(nd)
+    B = len(seeds)
+
+    def to_video(x: torch.Tensor) -> torch.Tensor:
+        return (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).view(B, T, H, W, 3)
+
+    empty = torch.zeros(B, 0, T, H, W, device=device)
+    return SynthBatch(
+        frames=to_video(rgb), depth=depth.view(B, T, H, W), points=points, visibility=visibility,
+        colors=rgb[:, 0].contiguous(), K=K.to(device).expand(B, 3, 3).contiguous(), c2w=params["c2w"],
+        novel_frames=torch.stack([to_video(x) for x in novel_rgb], 1) if novel_rgb else empty[..., None].expand(
+            B, 0, T, H, W, 3).to(torch.uint8),
+        novel_depth=torch.stack([x.view(B, T, H, W) for x in novel_depth], 1) if novel_depth else empty,
+        novel_c2w=params["novel_c2w"][:, :config.novel_views],
+        captions=[c for _, c, _ in sampled], metas=[m for _, _, m in sampled], fps=config.fps)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 1) Scene sampling (CPU, per clip)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Draw:
+    seed: int
+    g: torch.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.g = torch.Generator().manual_seed(self.seed)
+
+    def uniform(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand((), generator=self.g, dtype=torch.float64))
+
+    def integer(self, n: int) -> int:
+        return int(torch.randint(n, (), generator=self.g))
+
+    def choice(self, seq: Sequence[Any]) -> Any:
+        return seq[self.integer(len(seq))]
+
+    def sign(self) -> float:
+        return 1.0 if self.uniform(0, 1) < 0.5 else -1.0
+
+    def permutation(self, n: int) -> list[int]:
+        return torch.randperm(n, generator=self.g).tolist()
+
+
+def _check_seed(seed: Any) -> int:
+    try:
+        value = int(seed)
+    except (TypeError, ValueError):
+        raise InputError(f"seed must be an integer, got {seed!r}") from None
+    if not 0 <= value < 2**63 or value != seed:
+        raise InputError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    return value
+
+
+def _rot_y(angle: torch.Tensor) -> torch.Tensor:
+    """Rotation about +y (OpenCV: positive angle turns +z toward +x). angle `(...)` -> `(..., 3, 3)`."""
+    c, s, o, z = angle.cos(), angle.sin(), torch.ones_like(angle), torch.zeros_like(angle)
+    return torch.stack([c, z, s, z, o, z, -s, z, c], -1).view(*angle.shape, 3, 3)
+
+
+def _rot_x(angle: torch.Tensor) -> torch.Tensor:
+    c, s, o, z = angle.cos(), angle.sin(), torch.ones_like(angle), torch.zeros_like(angle)
+    return torch.stack([o, z, z, z, c, -s, z, s, c], -1).view(*angle.shape, 3, 3)
+
+
+def _orbit_c2w(yaw: torch.Tensor, pitch: torch.Tensor, pivot: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Cameras `(T, 4, 4)` rotated by yaw/pitch `(T,)` about `pivot` (3,), then shifted by `offset` `(T, 3)`."""
+    R = _rot_y(yaw) @ _rot_x(pitch)
+    c2w = torch.eye(4, dtype=torch.float64).repeat(len(yaw), 1, 1)
+    c2w[:, :3, :3] = R
+    c2w[:, :3, 3] = pivot - R @ pivot + offset
+    return c2w
+
+
+def _sample_clip(seed: int, config: SynthConfig) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
+    """Draw one scene: per-surface parameters and per-frame transforms `(T, ...)`, caption and meta."""
+    d = _Draw(seed)
+    T, J, S = config.num_frames, MAX_OBJECTS, NUM_SURFACES
+    tau = torch.linspace(0, 1, T, dtype=torch.float64)
+    tan_half_w = math.tan(math.radians(config.fov_deg) / 2) * config.width / config.height
+    ground = d.uniform(0.9, 1.6)
+    backdrop = d.uniform(7.0, 11.0)
+
+    shape = torch.zeros(J, dtype=torch.long)
+    active = torch.zeros(J, dtype=torch.bool)
+    R = torch.eye(3, dtype=torch.float64).repeat(S, T, 1, 1)
+    center = torch.zeros(S, T, 3, dtype=torch.float64)
+    scale = torch.ones(S, T, 3, dtype=torch.float64)
+    texture = torch.tensor([d.integer(len(TEXTURES)) for _ in range(S)])
+    freq = torch.tensor([d.uniform(1.5, 3.5) for _ in range(S)], dtype=torch.float64)
+    freq[GROUND:] *= 0.6
+    phase = torch.tensor([[d.uniform(0, 10) for _ in range(3)] for _ in range(S)], dtype=torch.float64)
+    color1 = torch.zeros(S, 3, dtype=torch.float64)
+    for j in (GROUND, BACKDROP):
+        color1[j] = torch.tensor(d.choice(BACKGROUND_COLORS))
+    names = list(COLORS)
+    order = d.permutation(len(names))
+
+    n = config.min_objects + d.integer(config.max_objects - config.min_objects + 1)
+    objects, phrases = [], []
+    for j in range(n):
+        active[j] = True
+        kind = d.integer(len(SHAPES))
+        shape[j] = kind
+        color1[j] = torch.tensor(COLORS[names[order[j]]])
+        base = d.uniform(0.3, 0.55)
+        size = {"ball": (base,) * 3, "capsule": (base * 1.3,) * 3,
+                "box": (base * d.uniform(0.7, 1.2), base * d.uniform(0.7, 1.2), base * d.uniform(0.7, 1.2)),
+                "cylinder": (base * d.uniform(0.6, 1.0), base * d.uniform(0.8, 1.4), base * d.uniform(0.6, 1.0)),
+                }[SHAPES[kind]]
+        z0 = d.uniform(2.6, 5.2)
+        slot = (j + d.uniform(0.15, 0.85)) / n  # spread objects left to right
+        x0 = (2 * slot - 1) * 0.6 * z0 * tan_half_w
+        c0 = torch.tensor([x0, ground - size[1], z0], dtype=torch.float64)
+        motion = "static" if d.uniform(0, 1) < config.static_prob else d.choice(MOTIONS[:-1])
+        lin = torch.zeros(3, dtype=torch.float64)
+        bounce = orbit = spin = pulse = 0.0
+        direction = ""
+        if motion == "translate":
+            direction = d.choice(("left", "right", "up", "down"))
+            dist = d.uniform(0.6, 1.2) if direction in ("left", "right") else d.uniform(0.5, 0.9)
+            axis, sign = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}[direction]
+            lin[axis] = sign * dist
+            if direction == "down":
+                c0[1] -= dist
+        elif motion == "bounce":
+            bounce = d.uniform(0.4, 0.8)
+            direction = d.choice(("left", "right", "in place"))
+            if direction != "in place":
+                lin[0] = (1 if direction == "right" else -1) * d.uniform(0.5, 1.0)
+        elif motion == "orbit":
+            orbit = d.uniform(0.35, 0.6)
+            direction = d.choice(("clockwise", "counterclockwise"))
+        elif motion == "spin":
+            spin = d.sign() * d.uniform(math.pi, 2 * math.pi)
+        elif motion == "approach":
+            lin[2] = -min(d.uniform(1.0, 1.8), z0 - 1.6)
+        elif motion == "recede":
+            lin[2] = d.uniform(1.5, 3.0)
+        elif motion == "pulse":
+            pulse = d.uniform(0.25, 0.4)
+        n_bounce, n_pulse, theta0 = 1 + d.integer(2), 1 + d.integer(2), d.uniform(0, 2 * math.pi)
+        yaw0 = d.uniform(0, 2 * math.pi)
+        sweep = (1 if direction == "counterclockwise" else -1) * d.uniform(math.pi, 2 * math.pi)
+
+        factor = 1 + pulse * torch.sin(2 * math.pi * n_pulse * tau)
+        scale[j] = torch.tensor(size, dtype=torch.float64) * factor[:, None]
+        center[j] = c0 + lin * tau[:, None]
+        center[j, :, 1] -= bounce * torch.sin(math.pi * n_bounce * tau).abs()
+        if pulse and direction == "":  # keep a pulsing object on the ground
+            center[j, :, 1] = ground - size[1] * factor
+        angle = theta0 + sweep * tau
+        center[j, :, 0] += orbit * (angle.cos() - math.cos(theta0))
+        center[j, :, 2] += orbit * (angle.sin() - math.sin(theta0))
+        R[j] = _rot_y(yaw0 + spin * tau)
+        color_name = names[order[j]]
+        objects.append({"shape": SHAPES[kind], "color": color_name, "texture": TEXTURES[int(texture[j])],
+                        "motion": motion, "direction": direction})
+        article = "an" if color_name[0] in "aeiou" else "a"
+        phrases.append(f"{article} {color_name} {SHAPES[kind]} {_motion_phrase(motion, direction)}")
+    color2 = color1 * torch.tensor([d.uniform(0.35, 0.7) for _ in range(S)], dtype=torch.float64)[:, None]
+    center[GROUND:] = 0.0
+    center[GROUND, :, 1] = ground
+    center[BACKDROP, :, 2] = backdrop
+
+    # camera (frame 0 = identity) and novel views, as rotations about a pivot in the scene
+    pivot = torch.tensor([0.0, 0.0, d.uniform(3.0, 4.5)], dtype=torch.float64)
+    zero = torch.zeros(T, dtype=torch.float64)
+    offset = torch.zeros(T, 3, dtype=torch.float64)
+    cam_motion, cam_dir = "static", ""
+    if d.uniform(0, 1) < config.camera_motion_prob:
+        cam_motion = d.choice(CAMERA_MOTIONS[1:])
+        sign = d.sign()
+    if cam_motion == "pan":
+        cam_dir = "right" if sign > 0 else "left"
+        c2w = _orbit_c2w(sign * math.radians(d.uniform(8, 15)) * tau, zero, torch.zeros(3, dtype=torch.float64),
+                         offset)
+    elif cam_motion == "truck":
+        cam_dir = "right" if sign > 0 else "left"
+        offset[:, 0] = sign * d.uniform(0.3, 0.6) * tau
+        c2w = _orbit_c2w(zero, zero, pivot, offset)
+    elif cam_motion == "dolly":
+        cam_dir = "forward" if sign > 0 else "backward"
+        offset[:, 2] = sign * d.uniform(0.4, 0.9) * tau
+        c2w = _orbit_c2w(zero, zero, pivot, offset)
+    elif cam_motion == "orbit":
+        cam_dir = "left" if sign > 0 else "right"
+        c2w = _orbit_c2w(sign * math.radians(d.uniform(10, 20)) * tau, zero, pivot, offset)
+    else:
+        c2w = _orbit_c2w(zero, zero, pivot, offset)
+    novel = []
+    for _ in range(4):  # fixed count of draws so novel_views does not change the clip
+        yaw = d.sign() * math.radians(d.uniform(10, 30)) + d.sign() * math.radians(d.uniform(5, 15)) * tau
+        pitch = math.radians(d.uniform(-15, 4)) + zero
+        novel.append(_orbit_c2w(yaw, pitch, pivot, offset * 0))
+    light = torch.tensor([d.uniform(-0.6, 0.6), -1.0, d.uniform(-0.8, 0.1)], dtype=torch.float64)  # to the light
+
+    caption = " and ".join(phrases)
+    if cam_motion != "static":
+        caption += f" while {_camera_phrase(cam_motion, cam_dir)}"
+    params = {
+        "active": active, "shape": shape, "R": R.float(), "center": center.float(), "scale": scale.float(),
+        "texture": texture, "freq": freq.float(), "phase": phase.float(), "color1": color1.float(),
+        "color2": color2.float(), "light": (light / light.norm()).float(),
+        "ambient": torch.tensor(d.uniform(0.25, 0.45), dtype=torch.float32),
+        "c2w": c2w.float(), "novel_c2w": torch.stack(novel).float(),
+    }
+    meta = {"source": "trajscene-synth", "seed": seed, "objects": objects,
+            "camera_motion": cam_motion, "camera_direction": cam_dir,
+            "camera_c2w": c2w.float().tolist(), "fov_deg": config.fov_deg,
+            "ground_y": ground, "backdrop_z": backdrop, "config": asdict(config)}
+    return params, caption, meta
+
+
+def _motion_phrase(motion: str, direction: str) -> str:
+    """Short fixed phrases (a caption stays under 32 words for the tiny word-level text encoder)."""
+    return {"translate": f"moves {direction}", "bounce": f"bounces {direction}", "orbit": f"circles {direction}",
+            "spin": "spins", "approach": "moves closer", "recede": "moves away", "pulse": "pulses",
+            "static": "stays still"}[motion]
+
+
+def _camera_phrase(motion: str, direction: str) -> str:
+    return {"pan": f"the camera pans {direction}", "truck": f"the camera moves {direction}",
+            "dolly": f"the camera moves {direction}", "orbit": f"the camera orbits {direction}"}[motion]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2) Ray casting (device, batched over clips and frames)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _camera_rays(K: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Ray directions `(3, N)` in camera coords with z = 1 (so the ray parameter is z-depth)."""
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32) + PIXEL_CENTER,
+                          torch.arange(W, dtype=torch.float32) + PIXEL_CENTER, indexing="ij")
+    x = (u.reshape(-1) - K[0, 2]) / K[0, 0]
+    y = (v.reshape(-1) - K[1, 2]) / K[1, 1]
+    return torch.stack([x, y, torch.ones_like(x)])
+
+
+def _apply(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`M (..., 3, 3) @ v (..., 3, N)` as explicit sums (no TF32, same rounding order on CPU and CUDA)."""
+    return M[..., :, 0:1] * v[..., 0:1, :] + M[..., :, 1:2] * v[..., 1:2, :] + M[..., :, 2:3] * v[..., 2:3, :]
+
+
+def _quadratic(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Nearer root of a t^2 + 2 b t + c (inf where none)."""
+    disc = b * b - a * c
+    t = (-b - disc.clamp_min(0).sqrt()) / a
+    return torch.where((disc > 0) & (t > _EPS), t, math.inf)
+
+
+def _hit_ball(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Unit sphere; origins `o (..., 3, 1)`, directions `d (..., 3, N)` in local coords -> t `(..., N)`."""
+    dx, dy, dz = d.unbind(-2)
+    ox, oy, oz = o.unbind(-2)
+    return _quadratic(dx * dx + dy * dy + dz * dz, ox * dx + oy * dy + oz * dz, (o * o).sum(-2) - 1)
+
+
+def _hit_box(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    inv = d.reciprocal()
+    t1 = (-1 - o) * inv
+    t2 = (1 - o) * inv
+    near = torch.minimum(t1, t2).amax(-2)
+    far = torch.maximum(t1, t2).amin(-2)
+    return torch.where((far >= near) & (near > _EPS), near, math.inf)
+
+
+def _hit_side_and_caps(o: torch.Tensor, d: torch.Tensor, radius: float, half: float) -> torch.Tensor:
+    """Open cylinder of `radius` about y with |y| <= `half`."""
+    dx, dy, dz = d.unbind(-2)
+    ox, oy, oz = o.unbind(-2)
+    t = _quadratic(dx * dx + dz * dz, ox * dx + oz * dz, ox * ox + oz * oz - radius * radius)
+    return torch.where((oy + t * dy).abs() <= half, t, math.inf)
+
+
+def _hit_cylinder(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    side = _hit_side_and_caps(o, d, 1.0, 1.0)
+    dx, dy, dz = d.unbind(-2)
+    ox, oy, oz = o.unbind(-2)
+    t = (-torch.sign(dy) - oy) / dy
+    x, z = ox + t * dx, oz + t * dz
+    cap = torch.where((x * x + z * z <= 1) & (t > _EPS), t, math.inf)
+    return torch.minimum(side, cap)
+
+
+CAPSULE_RADIUS = 0.5  # local capsule: segment |y| <= 1 - r on the y axis, radius r; extents [-1, 1] in y
+
+
+def _hit_capsule(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    r, h = CAPSULE_RADIUS, 1 - CAPSULE_RADIUS
+    t = _hit_side_and_caps(o, d, r, h)
+    dx, dy, dz = d.unbind(-2)
+    a = dx * dx + dy * dy + dz * dz
+    ox, oy, oz = o.unbind(-2)
+    for cy in (-h, h):
+        b = ox * dx + (oy - cy) * dy + oz * dz
+        t = torch.minimum(t, _quadratic(a, b, ox * ox + (oy - cy) ** 2 + oz * oz - r * r))
+    return t
+
+
+_HITS = (_hit_ball, _hit_box, _hit_cylinder, _hit_capsule)
+
+
+def _local_normal(p: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    """Outward normals `(K, 3)` (unnormalised) of local hit points `p (K, 3)` on shapes `(K,)`."""
+    ball = p
+    box = torch.zeros_like(p).scatter_(1, p.abs().argmax(1, keepdim=True), 1.0) * p.sign()
+    radial = p * torch.tensor([1.0, 0.0, 1.0], device=p.device)
+    is_cap = p[:, 1].abs() > radial.norm(dim=1)
+    cylinder = torch.where(is_cap[:, None], torch.zeros_like(p).index_fill_(1, torch.tensor([1], device=p.device),
+                                                                           1.0) * p.sign(), radial)
+    h = 1 - CAPSULE_RADIUS
+    capsule = p - torch.zeros_like(p).index_copy_(1, torch.tensor([1], device=p.device), p[:, 1:2].clamp(-h, h))
+    options = torch.stack([ball, box, cylinder, capsule])  # (4, K, 3)
+    return options.gather(0, shape[None, :, None].expand(1, -1, 3))[0]
+
+
+def _pattern(p: torch.Tensor, texture: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """Texture weight `(K,)` in [0, 1] at texture coords `p (K, 3)`; texture `(K,)`, freq `(K,)`, phase `(K, 3)`."""
+    q = p * freq[:, None] + phase
+    checker = q.floor().sum(1).remainder(2)
+    stripes = (q[:, 0] + q[:, 1] + 0.5 * q[:, 2]).floor().remainder(2)
+    noise = 0.5 + 0.25 * (torch.sin(2.1 * q[:, 0] + 1.3 * torch.sin(1.7 * q[:, 2])) +
+                          torch.sin(1.9 * q[:, 1] + 1.1 * torch.sin(2.3 * q[:, 0])))
+    return torch.stack([checker, stripes, noise]).gather(0, texture[None])[0]
+
+
+_BOUND = (1.0, math.sqrt(3.0), math.sqrt(2.0), 1.0)  # bounding-sphere radius of each local unit shape
+
+
+def _object_crops(center: torch.Tensor, radius: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor,
+                  H: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel windows covering bounding spheres (centre `(b, T, 3)`, radius `(b, T)`) seen from `c2w (b, T, 4, 4)`.
+
+    One window size per call (the largest needed), placed per frame. Returns flat pixel indices `(b, T, h*w)`
+    and a mask `(b, T)` of frames whose sphere is in front of the camera and overlaps the image.
+    """
+    Rc, oc = c2w[..., :3, :3], c2w[..., :3, 3]
+    cam = ((center - oc)[..., None, :] @ Rc)[..., 0, :]  # R^T (c - o)
+    z, r = cam[..., 2], radius
+    front = z - r > 0.05
+    zn, zf = (z - r).clamp_min(0.05), z + r
+    bounds = []
+    for axis, f, cen, size in ((0, K[0, 0], K[0, 2], W), (1, K[1, 1], K[1, 2], H)):
+        lo = torch.minimum((cam[..., axis] - r) / zn, (cam[..., axis] - r) / zf) * f + cen - PIXEL_CENTER
+        hi = torch.maximum((cam[..., axis] + r) / zn, (cam[..., axis] + r) / zf) * f + cen - PIXEL_CENTER
+        lo = torch.where(front, lo.floor() - 1, torch.zeros_like(lo)).clamp(0, size - 1)
+        hi = torch.where(front, hi.ceil() + 1, torch.full_like(hi, size - 1)).clamp(-1, size - 1)
+        bounds.append((lo.long(), hi.long()))
+    (x0, x1), (y0, y1) = bounds
+    seen = (x1 >= x0) & (y1 >= y0)
+    w = int((x1 - x0 + 1)[seen].max()) if seen.any() else 1
+    h = int((y1 - y0 + 1)[seen].max()) if seen.any() else 1
+    x0, y0 = x0.clamp(max=W - w), y0.clamp(max=H - h)
+    dy = torch.arange(h, device=center.device)[:, None] * W
+    dx = torch.arange(w, device=center.device)[None, :]
+    idx = ((y0 * W + x0)[..., None, None] + dy + dx).flatten(-2)
+    return idx, seen
+
+
+def _render(p: dict[str, torch.Tensor], c2w: torch.Tensor, rays: torch.Tensor, K: torch.Tensor, H: int, W: int
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ray-cast all clips/frames from cameras `c2w (B, T, 4, 4)` with camera rays `(3, N)` (z = 1).
+
+    Returns rgb `(B, T, N, 3)` float, z-depth `(B, T, N)` (0 on a miss) and surface ids `(B, T, N)` long
+    (objects 0..3, GROUND, BACKDROP, MISS).
+    """
+    B, T = c2w.shape[:2]
+    N = rays.shape[1]
+    Rc, oc = c2w[..., :3, :3], c2w[..., :3, 3]
+    # 1) planes, for every pixel
+    dy_world = _apply(Rc[..., 1:2, :], rays)[..., 0, :]  # (B, T, N)
+    dz_world = _apply(Rc[..., 2:3, :], rays)[..., 0, :]
+    t_ground = (p["center"][:, GROUND, :, 1:2] - oc[..., 1:2]) / dy_world
+    t_back = (p["center"][:, BACKDROP, :, 2:3] - oc[..., 2:3]) / dz_world
+    t_ground = torch.where(t_ground > _EPS, t_ground, math.inf)
+    t_back = torch.where(t_back > _EPS, t_back, math.inf)
+    depth = torch.minimum(t_ground, t_back)
+    ids = torch.where(t_ground <= t_back, GROUND, BACKDROP)
+    flat_depth, flat_ids = depth.view(-1), ids.view(-1)
+    # 2) objects, inside per-frame windows around their bounding spheres
+    for j in range(MAX_OBJECTS):
+        for kind in p["shape"][:, j][p["active"][:, j]].unique().tolist():
+            sel = (p["active"][:, j] & (p["shape"][:, j] == kind)).nonzero()[:, 0]
+            R, c, s = p["R"][sel, j], p["center"][sel, j], p["scale"][sel, j]
+            idx, seen = _object_crops(c, _BOUND[kind] * s.amax(-1), c2w[sel], K, H, W)
+            Rt = R.transpose(-1, -2)
+            o_local = (Rt @ (oc[sel] - c)[..., None]) / s[..., None]  # (b, T, 3, 1)
+            d_local = _apply((Rt @ Rc[sel]) / s[..., None], rays[:, idx].permute(1, 2, 0, 3))  # (b, T, 3, hw)
+            t = _HITS[kind](o_local, d_local)
+            t = torch.where(seen[..., None], t, math.inf)
+            gidx = ((sel[:, None] * T + torch.arange(T, device=idx.device))[..., None] * N + idx).view(-1)
+            t = t.view(-1)
+            nearer = t < flat_depth[gidx]
+            gidx, t = gidx[nearer], t[nearer]
+            flat_depth[gidx] = t
+            flat_ids[gidx] = j
+    miss = ~torch.isfinite(flat_depth)
+    flat_ids[miss] = MISS
+    flat_depth.masked_fill_(miss, 0.0)
+
+    # 3) shading: texture in object (or world) coords, Lambertian light
+    rgb = torch.tensor(SKY, device=rays.device).repeat(B * T * N, 1)
+    Rc_flat, oc_flat = Rc.reshape(-1, 3, 3), oc.reshape(-1, 3)
+    for j in range(NUM_SURFACES):
+        idx = (flat_ids == j).nonzero()[:, 0]
+        if idx.numel() == 0:
+            continue
+        bt = idx // N
+        b = bt // T
+        ray = rays[:, idx % N].T  # (K, 3)
+        x = oc_flat[bt] + flat_depth[idx, None] * torch.einsum("kij,kj->ki", Rc_flat[bt], ray)
+        if j < MAX_OBJECTS:
+            R = p["R"][:, j].reshape(-1, 3, 3)[bt]
+            s = p["scale"][:, j].reshape(-1, 3)[bt]
+            local = torch.einsum("ki,kij->kj", x - p["center"][:, j].reshape(-1, 3)[bt], R) / s
+            normal = torch.einsum("kij,kj->ki", R, _local_normal(local, p["shape"][b, j]) / s)
+            lambert = (torch.nn.functional.normalize(normal, dim=1) * p["light"][b]).sum(1).clamp_min(0)
+        else:
+            local = x
+            lambert = (p["light"][:, 1].neg() if j == GROUND else p["light"][:, 2].neg()).clamp_min(0)[b]
+        w = _pattern(local, p["texture"][b, j], p["freq"][b, j], p["phase"][b, j])[:, None]
+        albedo = torch.lerp(p["color1"][b, j], p["color2"][b, j], w)
+        ambient = p["ambient"][b]
+        rgb[idx] = albedo * (ambient + (1 - ambient) * lambert)[:, None]
+    return rgb.view(B, T, N, 3), depth, ids
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 3) Ground-truth tracks and visibility
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _trajectories(p: dict[str, torch.Tensor], ids0: torch.Tensor, hits0: torch.Tensor) -> torch.Tensor:
+    """3D trajectories `(B, T, N, 3)` of frame-0 hit points `hits0 (B, N, 3)` on surfaces `ids0 (B, N)`."""
+    B, N = ids0.shape
+    T = p["R"].shape[2]
+    points = hits0[:, None].expand(B, T, N, 3).clone()  # background stays put
+    for j in range(MAX_OBJECTS):
+        b, n = (ids0 == j).nonzero(as_tuple=True)
+        if b.numel() == 0:
+            continue
+        R, c, s = p["R"][b, j], p["center"][b, j], p["scale"][b, j]  # (K, T, ...)
+        local = torch.einsum("ki,kij->kj", hits0[b, n] - c[:, 0], R[:, 0]) / s[:, 0]
+        points[b, :, n] = c + torch.einsum("ktij,ktj->kti", R, local[:, None] * s)
+    return points
+
+
+def _visibility(points: torch.Tensor, c2w: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
+                H: int, W: int) -> torch.Tensor:
+    """Visibility `(B, T, N)`: in front of camera t, inside the image, not behind the frame-t depth map.
+
+    Occluded means all 4 depth samples around the projection are nearer than the point (exact for planar
+    surfaces since 1/z is affine in the image), up to `VIS_REL_TOL`.
+    """
+    B, T, N, _ = points.shape
+    Rc, oc = c2w[..., :3, :3], c2w[..., :3, 3]
+    cam = torch.einsum("btni,btij->btnj", points - oc[:, :, None], Rc)  # R^T (x - o)
+    z = cam[..., 2]
+    zs = z.clamp_min(_EPS)
+    u = K[0, 0] * cam[..., 0] / zs + K[0, 2]
+    v = K[1, 1] * cam[..., 1] / zs + K[1, 2]
+    inside = (z > _EPS) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    far = torch.where(depth > 0, depth, math.inf).view(B, T, H * W)
+    u0 = (u - PIXEL_CENTER).floor().clamp(0, W - 1).long()
+    v0 = (v - PIXEL_CENTER).floor().clamp(0, H - 1).long()
+    u1, v1 = (u0 + 1).clamp(max=W - 1), (v0 + 1).clamp(max=H - 1)
+    nearest_far = torch.stack([far.gather(2, vv * W + uu) for vv in (v0, v1) for uu in (u0, u1)]).amax(0)
+    return inside & (z <= nearest_far * (1 + VIS_REL_TOL))

@@ -1,0 +1,120 @@
+"""The embedded default depth model: a small UNet predicting log metric depth from RGB (about 1M params)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from more4d.depth.base import DepthPrediction
+from more4d.geometry import DEFAULT_FOV_DEG, intrinsics_from_fov
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_normalize(rgb: torch.Tensor) -> torch.Tensor:
+    """Normalise `(B, 3, H, W)` RGB in [0, 1] with the ImageNet mean/std."""
+    mean = rgb.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = rgb.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (rgb - mean) / std
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, groups: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class TinyDepthNet(ModelMixin, ConfigMixin):
+    """UNet: RGB `(B, 3, H, W)` in [0, 1] -> log metric depth `(B, 1, H, W)`; H, W multiples of 2**(levels-1).
+
+    Args:
+        block_channels: channels per resolution level (the first level is full resolution).
+        sample_size: the side of the square working resolution (the estimator keeps the aspect at this area).
+        log_depth_offset: added to the head's output (log metres), so an untrained net predicts about exp(offset).
+    """
+
+    @register_to_config
+    def __init__(self, block_channels: tuple[int, ...] = (24, 48, 96, 160), norm_groups: int = 8,
+                 sample_size: int = 128, log_depth_offset: float = math.log(4.0)) -> None:
+        super().__init__()
+        chans = list(block_channels)
+        self.conv_in = nn.Conv2d(3, chans[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        for i, c in enumerate(chans):
+            prev = chans[max(i - 1, 0)]
+            self.down.append(nn.ModuleDict({
+                "pool": nn.Conv2d(prev, prev, 3, stride=2, padding=1) if i else nn.Identity(),
+                "block": _ResBlock(prev, c, norm_groups),
+            }))
+        self.up = nn.ModuleList()
+        for i in reversed(range(len(chans) - 1)):
+            self.up.append(_ResBlock(chans[i + 1] + chans[i], chans[i], norm_groups))
+        self.norm_out = nn.GroupNorm(norm_groups, chans[0])
+        self.conv_out = nn.Conv2d(chans[0], 1, 3, padding=1)
+
+    @property
+    def multiple(self) -> int:
+        return 2 ** (len(self.config.block_channels) - 1)
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(imagenet_normalize(rgb))
+        skips = []
+        for level in self.down:
+            h = level["block"](level["pool"](h))
+            skips.append(h)
+        skips.pop()
+        for block in self.up:
+            skip = skips.pop()
+            h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
+            h = block(torch.cat([h, skip], dim=1))
+        return self.conv_out(F.silu(self.norm_out(h))) + self.config.log_depth_offset
+
+
+class TinyDepthEstimator:
+    """`DepthEstimator` around `TinyDepthNet`: resizes to the net's working area, returns depth + K.
+
+    K comes from `fov_deg` (vertical FOV; the net predicts no camera). Depth is clamped to `[min_depth, max_depth]`.
+    """
+
+    def __init__(self, net: TinyDepthNet, fov_deg: float = DEFAULT_FOV_DEG,
+                 min_depth: float = 1e-2, max_depth: float = 1e3) -> None:
+        self.net = net
+        self.fov_deg = fov_deg
+        self.min_depth, self.max_depth = min_depth, max_depth
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, **kwargs) -> TinyDepthEstimator:
+        return cls(TinyDepthNet.from_pretrained(folder), **kwargs)
+
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """The net's input size for an `(height, width)` image: area ~ sample_size**2, aspect kept."""
+        m, side = self.net.multiple, self.net.config.sample_size
+        scale = side / math.sqrt(height * width)
+        return max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m)
+
+    @torch.no_grad()
+    def __call__(self, image: torch.Tensor) -> DepthPrediction:
+        """image: `(H, W, 3)` float in [0, 1] -> depth `(H, W)` metres and K `(3, 3)` for `(H, W)`."""
+        h, w = int(image.shape[0]), int(image.shape[1])
+        param = next(self.net.parameters())
+        x = image.permute(2, 0, 1)[None].to(device=param.device, dtype=param.dtype)
+        x = F.interpolate(x, size=self.working_size(h, w), mode="bilinear", antialias=True, align_corners=False)
+        log_depth = F.interpolate(self.net(x).float(), size=(h, w), mode="bilinear", align_corners=False)
+        depth = log_depth[0, 0].exp().clamp(self.min_depth, self.max_depth)
+        return DepthPrediction(depth=depth, K=intrinsics_from_fov(self.fov_deg, h, w).float())

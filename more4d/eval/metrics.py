@@ -1,0 +1,163 @@
+"""Exact metrics on synthetic ground truth: 3D track end-point error, depth AbsRel / delta1, PSNR / SSIM.
+
+Every function takes arbitrary leading batch dims and returns one value per leading index (a tensor of that
+shape; a 0-d tensor without batch dims). Masks select the pixels/points that count; an empty selection gives NaN
+(never a silent 0). Inputs are not modified; computation is in float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from more4d.errors import InputError
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    mask = mask.to(values.dtype)
+    total = mask.sum(dim=dims)
+    out = (values * mask).sum(dim=dims) / total.clamp_min(1.0)
+    return torch.where(total > 0, out, torch.full_like(out, math.nan))
+
+
+def _check_same(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
+    if a.shape != b.shape:
+        raise InputError(f"`{name_a}` and `{name_b}` must have the same shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+
+
+def track_epe(pred: torch.Tensor, gt: torch.Tensor, visibility: torch.Tensor | None = None,
+              valid: torch.Tensor | None = None, *, skip_first: bool = False) -> torch.Tensor:
+    """Mean 3D end-point error of tracks over frames and points.
+
+    Args:
+        pred, gt: `(..., T, N, 3)` points (metric units: the error is in those units).
+        visibility: `(..., T, N)` bool, ground-truth visibility; hidden points do not count.
+        valid: `(..., N)` bool, points with a valid frame-0 depth.
+        skip_first: leave out frame 0 (where only the depth error shows).
+    Returns:
+        `(...)` mean ||pred - gt|| over the counted (t, n).
+    """
+    _check_same("pred", pred, "gt", gt)
+    if pred.ndim < 3 or pred.shape[-1] != 3:
+        raise InputError(f"tracks must have shape (..., T, N, 3), got {tuple(pred.shape)}")
+    err = (pred.float() - gt.float()).norm(dim=-1)  # (..., T, N)
+    mask = torch.isfinite(err)
+    if visibility is not None:
+        _check_same("visibility", visibility, "tracks[..., 0]", err)
+        mask = mask & visibility.bool()
+    if valid is not None:
+        if valid.shape != err.shape[:-2] + err.shape[-1:]:
+            raise InputError(f"`valid` must have shape (..., N) = {tuple(err.shape[:-2] + err.shape[-1:])}, "
+                             f"got {tuple(valid.shape)}")
+        mask = mask & valid.bool().unsqueeze(-2)
+    if skip_first:
+        err, mask = err[..., 1:, :], mask[..., 1:, :]
+    return _masked_mean(torch.nan_to_num(err), mask, (-2, -1))
+
+
+def _depth_mask(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None, eps: float) -> torch.Tensor:
+    _check_same("pred", pred, "gt", gt)
+    valid = torch.isfinite(gt) & (gt > eps) & torch.isfinite(pred)
+    if mask is not None:
+        _check_same("mask", mask, "gt", gt)
+        valid = valid & mask.bool()
+    return valid
+
+
+def depth_abs_rel(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None,
+                  eps: float = 1e-4) -> torch.Tensor:
+    """Absolute relative depth error mean(|pred - gt| / gt) over valid pixels. `(..., H, W)` -> `(...)`."""
+    valid = _depth_mask(pred, gt, mask, eps)
+    rel = (pred.float() - gt.float()).abs() / gt.float().clamp_min(eps)
+    return _masked_mean(torch.nan_to_num(rel), valid, (-2, -1))
+
+
+def depth_delta1(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-4,
+                 threshold: float = 1.25) -> torch.Tensor:
+    """Fraction of valid pixels with max(pred/gt, gt/pred) < 1.25. `(..., H, W)` -> `(...)`."""
+    valid = _depth_mask(pred, gt, mask, eps)
+    p, g = pred.float().clamp_min(eps), gt.float().clamp_min(eps)
+    ratio = torch.maximum(p / g, g / p)
+    return _masked_mean(torch.nan_to_num(ratio, nan=math.inf) < threshold, valid, (-2, -1))
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+         max_val: float = 1.0) -> torch.Tensor:
+    """PSNR in dB of images `(..., H, W, 3)` in [0, max_val]; with `mask (..., H, W)` only those pixels count."""
+    _check_same("pred", pred, "target", target)
+    if pred.ndim < 3 or pred.shape[-1] != 3:
+        raise InputError(f"images must have shape (..., H, W, 3), got {tuple(pred.shape)}")
+    se = (pred.float() - target.float()).pow(2).mean(dim=-1)  # (..., H, W)
+    if mask is None:
+        mask = torch.ones_like(se, dtype=torch.bool)
+    _check_same("mask", mask, "images[..., 0]", se)
+    mse = _masked_mean(se, mask, (-2, -1))
+    return 10.0 * torch.log10(max_val**2 / mse.clamp_min(1e-12))
+
+
+def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    x = torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *, max_val: float = 1.0,
+         window_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """SSIM (Wang et al. 2004, Gaussian 11x11, sigma 1.5, per channel then averaged) of `(..., H, W, 3)`.
+
+    With `mask (..., H, W)` the SSIM map is averaged over the masked pixels only (windows still see neighbours).
+    """
+    _check_same("pred", pred, "target", target)
+    if pred.ndim < 3 or pred.shape[-1] != 3:
+        raise InputError(f"images must have shape (..., H, W, 3), got {tuple(pred.shape)}")
+    lead, (H, W) = pred.shape[:-3], pred.shape[-3:-1]
+    x = pred.float().reshape(-1, H, W, 3).permute(0, 3, 1, 2)
+    y = target.float().reshape(-1, H, W, 3).permute(0, 3, 1, 2)
+    g = _gaussian_window(window_size, sigma, x.device)
+    kernel = (g[:, None] * g[None, :]).expand(3, 1, window_size, window_size).contiguous()
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        t = F.pad(t, [window_size // 2] * 4, mode="reflect")
+        return F.conv2d(t, kernel, groups=3)
+
+    c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    smap = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    smap = smap.mean(dim=1).reshape(*lead, H, W)
+    if mask is None:
+        mask = torch.ones_like(smap, dtype=torch.bool)
+    _check_same("mask", mask, "images[..., 0]", smap)
+    return _masked_mean(smap, mask, (-2, -1))
+
+
+def nearest_fill(image: torch.Tensor, hole_mask: torch.Tensor) -> torch.Tensor:
+    """Fill hole pixels with the colour of the nearest non-hole pixel (a ViSM baseline).
+
+    Args:
+        image: `(..., H, W, 3)`; hole_mask: `(..., H, W)` bool, True = hole. Images without any non-hole pixel
+        are returned unchanged.
+    """
+    _check_same("hole_mask", hole_mask, "image[..., 0]", image[..., 0])
+    import cv2
+    import numpy as np
+
+    H, W = hole_mask.shape[-2:]
+    imgs = image.detach().reshape(-1, H, W, 3).cpu()
+    holes = hole_mask.detach().reshape(-1, H, W).cpu().numpy().astype(np.uint8)
+    out = imgs.clone()
+    for i, hole in enumerate(holes):
+        if hole.all() or not hole.any():
+            continue
+        # label of the nearest zero (non-hole) pixel for every pixel; each zero pixel has its own label
+        _, labels = cv2.distanceTransformWithLabels(hole, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+        source = np.zeros(labels.max() + 1, dtype=np.int64)
+        keep = hole == 0
+        source[labels[keep]] = np.flatnonzero(keep)
+        out[i] = imgs[i].reshape(H * W, 3)[torch.from_numpy(source[labels].reshape(-1))].reshape(H, W, 3)
+    return out.reshape(image.shape).to(image.device)

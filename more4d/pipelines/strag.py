@@ -1,0 +1,403 @@
+"""4D-STraG pipeline: one image + its depth + a prompt -> dense 3D trajectories of every pixel (Scene4D).
+
+Steps (METHOD.md "4D-STraG"): load image -> bucket to the model's resolution (K follows the resize/crop) ->
+metric depth + K -> conditions (image video and depth video, VAE-encoded; start slot zeros) -> text embeddings
+-> MPM features -> flow-matching denoising (velocity, CFG batched) -> decode the motion video -> inverse
+depth-guided normalisation with z0 -> Scene4D.
+
+The model has no visibility channel: `Scene4D.visibility` is True for every track with a valid frame-0 depth
+(and False for the others, which stay at their frame-0 position).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+from more4d.depth import DepthEstimator, GivenDepth, resize_depth
+from more4d.errors import InputError
+from more4d.geometry import (
+    DEFAULT_FOV_DEG,
+    backproject_depth,
+    denormalize_motion,
+    intrinsics_from_fov,
+    motion_alphas,
+    resize_intrinsics,
+    valid_depth_mask,
+    video_to_motion,
+)
+from more4d.io import load_image
+from more4d.models.text_encoder import encode_prompt
+from more4d.scene import Scene4D
+
+SchedulerName = Literal["euler", "unipc"]
+SCHEDULERS = ("euler", "unipc")
+BUCKET_MULTIPLE = 16  # VAE (8) x patch (2)
+MAX_PROMPT_CHARS = 4000
+MAX_FRAMES = 257
+NUM_TRAIN_TIMESTEPS = 1000
+LATENT_CHANNELS = 16
+
+
+# 1) inputs -------------------------------------------------------------------------------------------------------
+
+def check_prompt(prompt: Any, name: str = "prompt", allow_empty: bool = False) -> str:
+    """Return `prompt` as clean text; raise `InputError` for non-text, non-UTF-8, empty or huge prompts."""
+    if isinstance(prompt, bytes):
+        try:
+            prompt = prompt.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"`{name}` is not valid UTF-8 text: {exc}") from exc
+    if not isinstance(prompt, str):
+        raise InputError(f"`{name}` must be a string, got {type(prompt).__name__}")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"`{name}` is not valid UTF-8 text (lone surrogate at {exc.start})") from exc
+    prompt = prompt.strip()
+    if not prompt and not allow_empty:
+        raise InputError(f"`{name}` is empty: describe the motion, e.g. 'a dog runs to the left'")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InputError(f"`{name}` is too long ({len(prompt)} characters); at most {MAX_PROMPT_CHARS}")
+    return prompt
+
+
+def check_num_frames(num_frames: Any) -> int:
+    """Frame counts are 4k+1 (Wan VAE): 5, 9, ..., 49, ..., up to `MAX_FRAMES`."""
+    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)):
+        raise InputError(f"`num_frames` must be an integer 4k+1, got {num_frames!r}")
+    if num_frames < 5 or (num_frames - 1) % 4 or num_frames > MAX_FRAMES:
+        raise InputError(f"`num_frames` must be 4k+1 between 5 and {MAX_FRAMES} (5, 9, 13, 17, ..., 49), "
+                         f"got {num_frames}")
+    return int(num_frames)
+
+
+def bucket_size(height: int, width: int, area: int, multiple: int = BUCKET_MULTIPLE) -> tuple[int, int]:
+    """Output size `(h, w)`: multiples of `multiple`, about `area` pixels, aspect ratio close to `height/width`."""
+    scale = math.sqrt(area / (height * width))
+    h = max(multiple, round(height * scale / multiple) * multiple)
+    w = max(multiple, round(width * scale / multiple) * multiple)
+    return h, w
+
+
+def center_crop_box(src_hw: Sequence[int], dst_hw: Sequence[int]) -> tuple[int, int, int, int]:
+    """The centred crop `(top, left, height, width)` of `src_hw` with the aspect ratio of `dst_hw`."""
+    (sh, sw), (dh, dw) = src_hw, dst_hw
+    if sw * dh > sh * dw:  # source wider: crop width
+        ch, cw = sh, max(1, min(sw, round(sh * dw / dh)))
+    else:
+        ch, cw = max(1, min(sh, round(sw * dh / dw))), sw
+    return (sh - ch) // 2, (sw - cw) // 2, ch, cw
+
+
+def crop_resize(x: torch.Tensor, crop: Sequence[int], size: Sequence[int], mode: str = "bilinear") -> torch.Tensor:
+    """Crop `(top, left, h, w)` then resize an image `(H, W, C)` or map `(H, W)` to `size` (antialiased bilinear
+    for images, nearest for depth maps)."""
+    top, left, ch, cw = crop
+    x = x[top:top + ch, left:left + cw]
+    if tuple(x.shape[:2]) == tuple(size):
+        return x.contiguous()
+    if mode == "nearest":
+        return resize_depth(x, tuple(size))
+    y = F.interpolate(x.permute(2, 0, 1)[None].float(), size=tuple(size), mode="bilinear", antialias=True,
+                      align_corners=False)
+    return y[0].permute(1, 2, 0).clamp(0, 1).contiguous()
+
+
+def make_scheduler(name: str, shift: float) -> FlowMatchEulerDiscreteScheduler | UniPCMultistepScheduler:
+    """A fresh flow-matching scheduler: "euler" (FlowMatch Euler) or "unipc" (UniPC, flow prediction)."""
+    if name == "euler":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=shift)
+    if name == "unipc":
+        return UniPCMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, prediction_type="flow_prediction",
+                                       use_flow_sigmas=True, flow_shift=shift)
+    raise InputError(f"`scheduler` must be one of {SCHEDULERS}, got {name!r}")
+
+
+def depth_condition(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Depth `(H, W)` -> `(H, W)` in [-1, 1] by min-max over valid pixels (invalid pixels -> 1, the far end)."""
+    z = depth[valid]
+    lo, hi = z.min(), z.max()
+    d = (depth - lo) / (hi - lo).clamp(min=1e-6) * 2.0 - 1.0
+    return torch.where(valid, d, torch.ones_like(d)).clamp(-1, 1)
+
+
+class STraGPipeline(DiffusionPipeline):
+    """Image + prompt -> Scene4D with the 4D-STraG trajectory generator.
+
+    Components: `tokenizer`, `text_encoder`, `motion_vae` (MotionVAE: encodes the RGB/depth conditions, decodes
+    motion), `transformer` (STraGTransformer), `motion_encoder` (MPM feature extractor), plus a plain
+    `depth_estimator` (any `DepthEstimator`, or None when callers always pass `depth=`).
+
+    >>> pipe = STraGPipeline.from_preset("tiny")
+    >>> scene = pipe("photo.jpg", "a dog runs to the left", num_frames=17, seed=0)
+    """
+
+    model_cpu_offload_seq = "text_encoder->motion_encoder->transformer->motion_vae"
+    _callback_tensor_inputs = ("latents", "noise_pred", "prompt_embeds", "negative_prompt_embeds")
+
+    def __init__(self, tokenizer: Any, text_encoder: torch.nn.Module, motion_vae: torch.nn.Module,
+                 transformer: torch.nn.Module, motion_encoder: torch.nn.Module,
+                 depth_estimator: DepthEstimator | None = None, resolution: tuple[int, int] = (256, 256),
+                 defaults: dict[str, Any] | None = None, seed_compat: bool = False, fps: float = 8.0) -> None:
+        super().__init__()
+        self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, motion_vae=motion_vae,
+                              transformer=transformer, motion_encoder=motion_encoder)
+        self.depth_estimator = depth_estimator
+        self.resolution = tuple(resolution)
+        self.defaults = dict(num_frames=17, num_inference_steps=10, guidance_scale=4.0, shift=5.0,
+                             scheduler="euler", **(defaults or {}))
+        self.seed_compat = seed_compat
+        self.fps = fps
+        self._interrupt = False
+        self.preset = None
+
+    @classmethod
+    def from_preset(cls, preset: str = "tiny", weights_dir: str | os.PathLike | None = None,
+                    device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None) -> STraGPipeline:
+        """Build from a weights preset ("tiny" | "wan2.1-14b"); see `more4d.weights`."""
+        from more4d.weights import get_preset, load_components
+
+        spec = get_preset(preset)
+        comps = load_components(preset, weights_dir, device=device, dtype=dtype, only=STRAG_COMPONENTS)
+        pipe = cls(depth_estimator=comps.pop("depth"), resolution=spec.resolution, defaults=spec.strag_defaults,
+                   seed_compat=spec.seed_compat, **comps)
+        pipe.preset = spec.name
+        return pipe
+
+    # -- memory options ------------------------------------------------------------------------------------------
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    def enable_vae_tiling(self) -> None:
+        """Decode/encode the motion VAE in spatial tiles (lower peak memory at large sizes)."""
+        self.motion_vae.vae.enable_tiling()
+
+    def enable_vae_slicing(self) -> None:
+        """Run the motion VAE one batch element at a time (the two conditions are encoded as a batch of 2)."""
+        self.motion_vae.vae.enable_slicing()
+
+    def set_attention_backend(self, backend: str) -> None:
+        """Attention backend of the transformer, e.g. "native" (SDPA), "flash", "_native_cudnn", "sage"."""
+        self.transformer.set_attention_backend(backend)
+
+    def release(self, *names: str) -> None:
+        """Free stage models (all when no name is given): e.g. `release("text_encoder")` after encoding."""
+        names = names or (*self.components, "depth_estimator")
+        for name in names:
+            if name == "depth_estimator":
+                self.depth_estimator = None
+            elif name in self.components:
+                self.register_modules(**{name: None})
+            else:
+                raise InputError(f"unknown component {name!r}; expected one of {sorted(self.components)}")
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # -- stages --------------------------------------------------------------------------------------------------
+    def prepare_image(self, image: Any, depth: Any = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Load, depth-estimate and bucket the input.
+
+        Returns image `(h, w, 3)` in [0, 1], depth `(h, w)` metres (0 = invalid), K `(3, 3)` for `(h, w)`, and
+        provenance (source size, crop, depth source).
+        """
+        img0 = load_image(image)
+        src_hw = tuple(img0.shape[:2])
+        if depth is not None:
+            estimator, depth_source = (depth if callable(depth) else GivenDepth(depth)), "given"
+        elif self.depth_estimator is not None:
+            estimator, depth_source = self.depth_estimator, type(self.depth_estimator).__name__
+        else:
+            raise InputError("this pipeline has no depth model: pass `depth=` (an (H, W) metric depth map)")
+        pred = estimator(img0)
+        if tuple(pred.depth.shape) != src_hw:
+            raise InputError(f"depth estimator returned a {tuple(pred.depth.shape)} map for a {src_hw} image")
+        K0 = pred.K if pred.K is not None else intrinsics_from_fov(DEFAULT_FOV_DEG, *src_hw)
+        size = bucket_size(*src_hw, area=self.resolution[0] * self.resolution[1])
+        crop = center_crop_box(src_hw, size)
+        img = crop_resize(img0, crop, size)
+        dep = crop_resize(pred.depth.float().cpu(), crop, size, mode="nearest")
+        dep = torch.where(valid_depth_mask(dep), dep, torch.zeros_like(dep))
+        if not valid_depth_mask(dep).any():
+            raise InputError("depth map has no valid pixel (finite and > 0) inside the image crop")
+        K = resize_intrinsics(K0.float().cpu(), src_hw, size, crop=crop)
+        info = dict(source_size=list(src_hw), crop=list(crop), depth_source=depth_source,
+                    intrinsics_source="depth model" if pred.K is not None else f"default fov {DEFAULT_FOV_DEG}")
+        return img, dep, K, info
+
+    def encode_text(self, prompts: list[str], device: torch.device) -> torch.Tensor:
+        """Text tokens `(B, L, text_dim)` for the transformer's cross-attention."""
+        return encode_prompt(self.tokenizer, self.text_encoder, prompts, device=device)
+
+    def encode_conditions(self, image: torch.Tensor, depth: torch.Tensor, num_frames: int,
+                          device: torch.device) -> torch.Tensor:
+        """The 48 condition channels `(1, 48, F, h/8, w/8)`: [image video | start slot zeros | depth video]."""
+        valid = valid_depth_mask(depth)
+        d = depth_condition(depth, valid)[..., None].expand(-1, -1, 3)
+        frames = torch.stack([image * 2.0 - 1.0, d], dim=0)  # (2, h, w, 3) in [-1, 1]
+        video = frames.permute(0, 3, 1, 2)[:, :, None].expand(-1, -1, num_frames, -1, -1)
+        dtype = self.motion_vae.dtype
+        z = self.motion_vae.encode_video(video.to(device=device, dtype=dtype))  # (2, 16, F, h/8, w/8)
+        return torch.cat([z[:1], torch.zeros_like(z[:1]), z[1:]], dim=1)
+
+    def motion_features(self, image: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """MPM features of the input image (the transformer's adapter maps them to its token grid)."""
+        param = next(self.motion_encoder.parameters())
+        x = image.permute(2, 0, 1)[None].to(device=device, dtype=param.dtype)
+        return self.motion_encoder(x)
+
+    def decode_scene(self, latents: torch.Tensor, image: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
+                     prompt: str, metadata: dict[str, Any]) -> Scene4D:
+        """Motion latents `(1, 16, F, h/8, w/8)` -> Scene4D (decode, inverse normalisation with z0)."""
+        h, w = image.shape[:2]
+        m = self.motion_vae.decode_motion(latents.to(self.motion_vae.dtype))[0].float().cpu()  # (3, T, h, w)
+        motion = video_to_motion(m)  # (T, h*w, 3)
+        motion[0] = 0.0  # frame 0 is the input by definition
+        points0 = backproject_depth(depth, K)
+        valid = valid_depth_mask(depth).reshape(-1)
+        points = denormalize_motion(motion, points0, motion_alphas(K, (h, w), seed_compat=self.seed_compat))
+        points = torch.nan_to_num(points, nan=0.0, posinf=0.0, neginf=0.0)
+        T = points.shape[0]
+        return Scene4D(points=points.contiguous(), colors=image.reshape(-1, 3).float().contiguous(),
+                       visibility=valid[None].expand(T, -1).clone(), K=K.float(), image_size=(int(h), int(w)),
+                       fps=self.fps, prompt=prompt, metadata=metadata)
+
+    # -- main entry ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Any,
+        prompt: str,
+        negative_prompt: str = "",
+        num_frames: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        shift: float | None = None,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        scheduler: SchedulerName | None = None,
+        depth: Any = None,
+        callback_on_step_end: Callable[[STraGPipeline, int, torch.Tensor, dict], dict | None] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        preview_every: int | None = None,
+    ) -> Scene4D:
+        """Generate a Scene4D.
+
+        Args:
+            image: path, PIL image, array or tensor `(H, W, 3)`; any size (bucketed to ~the model's resolution,
+                multiples of 16, centre-cropped; K follows).
+            prompt / negative_prompt: motion description / what to avoid (CFG; ignored when guidance <= 1).
+            num_frames: 4k+1 frames. num_inference_steps, guidance_scale, shift, scheduler ("euler" | "unipc"):
+                default to the preset's values (`self.defaults`).
+            generator / seed: noise source (a CPU generator; `seed` is shorthand; default seed 0).
+            depth: optional metric depth `(H, W)` of the input image (array, tensor, `.npy` path) or a
+                `DepthEstimator`; default: `self.depth_estimator`.
+            callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict | None`, called after every
+                step; kwargs hold the tensors named in `callback_on_step_end_tensor_inputs` (whitelist
+                `_callback_tensor_inputs`) and, every `preview_every` steps, "preview": a Scene4D decoded from the
+                current clean estimate. Returned "latents" replace the current ones. Set `pipe._interrupt = True`
+                to stop early (the last clean estimate is decoded; metadata["interrupted"] is True).
+        """
+        # 1. check inputs
+        d = self.defaults
+        prompt = check_prompt(prompt)
+        negative_prompt = check_prompt(negative_prompt, "negative_prompt", allow_empty=True)
+        num_frames = check_num_frames(d["num_frames"] if num_frames is None else num_frames)
+        steps = int(d["num_inference_steps"] if num_inference_steps is None else num_inference_steps)
+        guidance_scale = float(d["guidance_scale"] if guidance_scale is None else guidance_scale)
+        shift = float(d["shift"] if shift is None else shift)
+        scheduler_name = d["scheduler"] if scheduler is None else scheduler
+        if not 1 <= steps <= 1000:
+            raise InputError(f"`num_inference_steps` must be in [1, 1000], got {num_inference_steps}")
+        if not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise InputError(f"`guidance_scale` must be a finite number >= 0, got {guidance_scale}")
+        if not math.isfinite(shift) or shift <= 0:
+            raise InputError(f"`shift` must be a finite number > 0, got {shift}")
+        bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if bad:
+            raise InputError(f"`callback_on_step_end_tensor_inputs` must be among {self._callback_tensor_inputs}, "
+                             f"got {sorted(bad)}")
+        if preview_every is not None and (not isinstance(preview_every, int) or preview_every < 1):
+            raise InputError(f"`preview_every` must be a positive int or None, got {preview_every!r}")
+        sched = make_scheduler(scheduler_name, shift)
+        if generator is None:
+            seed = 0 if seed is None else int(seed)
+            generator = torch.Generator("cpu").manual_seed(seed)
+        do_cfg = guidance_scale > 1.0
+        device = self._execution_device
+        self._interrupt = False
+
+        # 2. image -> depth + K (bucketed)
+        image_t, depth_t, K, info = self.prepare_image(image, depth)
+        h, w = image_t.shape[:2]
+        f_lat = (num_frames - 1) // 4 + 1
+
+        # 3. text, conditions, MPM features
+        embeds = self.encode_text([prompt, negative_prompt] if do_cfg else [prompt], device)
+        prompt_embeds, negative_prompt_embeds = embeds[:1], (embeds[1:] if do_cfg else None)
+        cond = self.encode_conditions(image_t, depth_t, num_frames, device)
+        features = self.motion_features(image_t, device)
+        tdtype = self.transformer.dtype
+        if do_cfg:
+            cond, features = cond.expand(2, -1, -1, -1, -1), features.expand(2, *features.shape[1:])
+        cond, features, embeds = cond.to(tdtype), features.to(tdtype), embeds.to(tdtype)
+
+        # 4. noise and timesteps (noise drawn on the CPU: the same seed gives the same scene on any device)
+        shape = (1, LATENT_CHANNELS, f_lat, h // 8, w // 8)
+        latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+        sched.set_timesteps(steps, device=device)
+        timesteps = sched.timesteps
+        x0 = latents
+
+        # 5. denoise
+        preview = None
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    break
+                sigma = sched.sigmas[sched.step_index if sched.step_index is not None else i]
+                x = latents.expand(2, -1, -1, -1, -1) if do_cfg else latents
+                x = torch.cat([x.to(tdtype), cond], dim=1)
+                out = self.transformer(hidden_states=x, timestep=t.expand(x.shape[0]),
+                                       encoder_hidden_states=embeds, motion_features=features,
+                                       return_dict=False)[0].float()
+                noise_pred = out[:1] + guidance_scale * (out[:1] - out[1:]) if do_cfg else out
+                x0 = latents - sigma.to(latents) * noise_pred  # clean estimate (velocity = noise - x0)
+                latents = sched.step(noise_pred, t, latents, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    local = dict(latents=latents, noise_pred=noise_pred, prompt_embeds=prompt_embeds,
+                                 negative_prompt_embeds=negative_prompt_embeds)
+                    kwargs = {k: local[k] for k in callback_on_step_end_tensor_inputs}
+                    if preview_every and ((i + 1) % preview_every == 0 or i + 1 == len(timesteps)):
+                        preview = self.decode_scene(x0, image_t, depth_t, K, prompt, {"preview_step": i + 1})
+                        kwargs["preview"] = preview
+                    result = callback_on_step_end(self, i, t, kwargs) or {}
+                    latents = result.get("latents", latents)
+                bar.update()
+
+        # 6. decode -> Scene4D
+        steps_done = i + 1 if not self.interrupt else i
+        final = x0 if self.interrupt else latents
+        metadata = dict(
+            model="more4d.STraGPipeline", preset=self.preset, prompt=prompt, negative_prompt=negative_prompt,
+            num_frames=num_frames, num_inference_steps=steps, steps_done=steps_done, guidance_scale=guidance_scale,
+            shift=shift, scheduler=scheduler_name, seed=seed, cfg=do_cfg, seed_compat=self.seed_compat,
+            interrupted=self.interrupt, visibility="valid frame-0 depth (the model predicts no visibility)", **info,
+        )
+        scene = self.decode_scene(final, image_t, depth_t, K, prompt, metadata)
+        self.maybe_free_model_hooks()
+        return scene
+
+
+STRAG_COMPONENTS = ("tokenizer", "text_encoder", "motion_vae", "transformer", "motion_encoder", "depth")

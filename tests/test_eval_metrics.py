@@ -1,0 +1,97 @@
+"""more4d.eval.metrics: known values, masks, batch axes, empty selections and bad input."""
+
+import math
+
+import pytest
+import torch
+
+from more4d.errors import InputError
+from more4d.eval.metrics import depth_abs_rel, depth_delta1, nearest_fill, psnr, ssim, track_epe
+
+
+def test_track_epe_known_value_and_masks():
+    gt = torch.zeros(2, 5, 7, 3)
+    pred = gt.clone()
+    pred[..., 0] = 3.0
+    pred[..., 1] = 4.0  # error 5 everywhere
+    assert torch.allclose(track_epe(pred, gt), torch.full((2,), 5.0))
+    vis = torch.ones(2, 5, 7, dtype=torch.bool)
+    pred[0, :, 0] = 100.0  # hidden point: must not count
+    vis[0, :, 0] = False
+    assert torch.allclose(track_epe(pred, gt, vis), torch.full((2,), 5.0))
+    valid = torch.ones(2, 7, dtype=torch.bool)
+    valid[1] = False
+    out = track_epe(pred, gt, vis, valid)
+    assert out[0] == 5.0 and math.isnan(out[1])  # nothing counted -> NaN, not 0
+
+
+def test_track_epe_skip_first_and_nonfinite():
+    gt = torch.zeros(3, 4, 3)
+    pred = torch.ones(3, 4, 3)
+    pred[1:] = 0.0
+    assert track_epe(pred, gt, skip_first=True) == 0.0
+    pred[2, 0] = math.nan
+    assert torch.isfinite(track_epe(pred, gt))
+
+
+def test_depth_metrics():
+    gt = torch.full((2, 8, 8), 2.0)
+    pred = gt * 1.1
+    assert torch.allclose(depth_abs_rel(pred, gt), torch.full((2,), 0.1), atol=1e-6)
+    assert torch.allclose(depth_delta1(pred, gt), torch.ones(2))
+    pred[1, :4] = 4.0  # half the pixels off by 2x
+    assert depth_delta1(pred, gt)[1] == pytest.approx(0.5)
+    gt[0] = 0.0  # invalid ground truth everywhere
+    assert math.isnan(depth_abs_rel(pred, gt)[0])
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[1, 4:] = True
+    assert depth_abs_rel(pred, gt, mask)[1] == pytest.approx(0.1)
+
+
+def test_psnr_masked():
+    target = torch.zeros(2, 3, 10, 12, 3)
+    pred = torch.full_like(target, 0.1)  # mse 0.01 -> 20 dB
+    assert torch.allclose(psnr(pred, target), torch.full((2, 3), 20.0))
+    mask = torch.zeros(2, 3, 10, 12, dtype=torch.bool)
+    mask[..., :5, :] = True
+    pred[..., 5:, :, :] = 1.0  # only outside the mask
+    assert torch.allclose(psnr(pred, target, mask), torch.full((2, 3), 20.0))
+    assert (psnr(target, target) > 100).all()
+
+
+def test_ssim_properties():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 24, 24, 3, generator=g)
+    assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-5)
+    noisy = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    s = ssim(noisy, x)
+    assert (s < 0.9).all() and (s > 0).all()
+    mask = torch.zeros(2, 24, 24, dtype=torch.bool)
+    mask[:, :12] = True
+    half = x.clone()
+    half[:, 18:] = 0.0
+    assert ssim(half, x, mask).mean() > ssim(half, x).mean()
+
+
+def test_nearest_fill():
+    img = torch.zeros(2, 6, 6, 3)
+    img[:, :, :3] = 1.0  # left half white, right half black
+    hole = torch.zeros(2, 6, 6, dtype=torch.bool)
+    hole[0, :, 2] = True  # column 2 is a hole: nearest is column 1 (white) or 3 (black) at equal distance
+    hole[1, :, 4:] = True  # right columns: nearest non-hole is column 3 (black)
+    out = nearest_fill(img * 0.5 + 0.25 * (~hole).unsqueeze(-1), hole)
+    assert torch.equal(out[~hole], (img * 0.5 + 0.25)[~hole])
+    assert torch.allclose(out[1, :, 4:], torch.full((6, 2, 3), 0.25))
+    all_hole = torch.ones(1, 4, 4, dtype=torch.bool)
+    assert torch.equal(nearest_fill(torch.ones(1, 4, 4, 3), all_hole), torch.ones(1, 4, 4, 3))
+
+
+def test_bad_input():
+    with pytest.raises(InputError, match="same shape"):
+        track_epe(torch.zeros(2, 3, 3), torch.zeros(2, 4, 3))
+    with pytest.raises(InputError, match=r"\(\.\.\., T, N, 3\)"):
+        track_epe(torch.zeros(4, 2), torch.zeros(4, 2))
+    with pytest.raises(InputError, match="mask"):
+        psnr(torch.zeros(4, 4, 3), torch.zeros(4, 4, 3), torch.zeros(3, 3, dtype=torch.bool))
+    with pytest.raises(InputError, match="images"):
+        ssim(torch.zeros(4, 4, 4), torch.zeros(4, 4, 4))

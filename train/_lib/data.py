@@ -1,0 +1,163 @@
+"""Training data as an endless, seeded, resumable stream of `SynthBatch`es on the training device.
+
+Sources (`data.source`):
+- `synth_on_the_fly`: TrajScene-Synth rendered on the training device each micro-step; sample i of the run is
+  seed `train_seed_start + i` (far below the held-out evaluation seeds), so the order is fixed by the config
+  and a resumed run continues exactly where it stopped.
+- `synth_dir` / `more4d_dir`: a folder of clips in the more4d layout (`more4d synth --out DIR`, `more4d build-data`);
+- `seed_dir`: the authors' TrajScene layout (track pickles beside mp4s, read with the restricted unpickler).
+Folder sources use a DataLoader whose sampler draws a seeded permutation per epoch, also resumable by step.
+Every source yields the same stacked `SynthBatch` (clips without novel views or depth get empty/NaN fields).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from _lib.config import VALIDATION_SEED_START, DataConfig, TrainConfig
+from more4d.data.synth import SynthBatch, SynthConfig, generate_batch
+from more4d.errors import InputError
+from more4d.geometry import motion_alphas, motion_to_video, normalize_motion
+
+
+def synth_config(data: DataConfig, novel_views: int = 0) -> SynthConfig:
+    return SynthConfig(num_frames=data.num_frames, height=data.height, width=data.width, novel_views=novel_views)
+
+
+def sample_indices(micro_step: int, rank: int, world: int, batch_size: int) -> list[int]:
+    """Global sample indices of one micro-step on one rank (disjoint across ranks and steps)."""
+    first = (micro_step * world + rank) * batch_size
+    return list(range(first, first + batch_size))
+
+
+def batches(cfg: TrainConfig, accelerator: Any, start_step: int, *, novel_views: int = 0) -> Iterator[SynthBatch]:
+    """Endless batches for optimisation steps `start_step, start_step + 1, ...` (all micro-steps of each)."""
+    data = cfg.data
+    micro = start_step * cfg.gradient_accumulation_steps
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if data.source == "synth_on_the_fly":
+        return _synth_stream(data, micro, rank, world, accelerator.device, novel_views)
+    dataset = ClipFolder(data.path, data.source, data.caption_suffix)
+    sampler = StepBatchSampler(len(dataset), data.batch_size, micro, rank, world, cfg.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=stack_clips, num_workers=data.num_workers,
+                        pin_memory=accelerator.device.type == "cuda", persistent_workers=data.num_workers > 0)
+    return (_to_device(b, accelerator.device) for b in loader)
+
+
+def _synth_stream(data: DataConfig, micro: int, rank: int, world: int, device: torch.device,
+                  novel_views: int) -> Iterator[SynthBatch]:
+    config = synth_config(data, novel_views)
+    while True:
+        seeds = [data.train_seed_start + i for i in sample_indices(micro, rank, world, data.batch_size)]
+        if seeds[-1] >= VALIDATION_SEED_START:
+            raise InputError(f"training seeds reached the validation/held-out range (>= {VALIDATION_SEED_START}); "
+                             "lower data.train_seed_start")
+        batch = generate_batch(seeds, config, device)
+        if data.caption_suffix:
+            batch.captions = [c + data.caption_suffix for c in batch.captions]
+        yield batch
+        micro += 1
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Endless index batches: epoch e is a permutation seeded by (seed, e); starts at micro-step `start`."""
+
+    def __init__(self, n: int, batch_size: int, start: int, rank: int, world: int, seed: int) -> None:
+        if n == 0:
+            raise InputError("the data folder holds no clips")
+        self.n, self.batch_size, self.start, self.rank, self.world, self.seed = n, batch_size, start, rank, world, seed
+
+    def __iter__(self) -> Iterator[list[int]]:
+        micro, cache = self.start, {}
+        while True:
+            out = []
+            for i in sample_indices(micro, self.rank, self.world, self.batch_size):
+                epoch, pos = divmod(i, self.n)
+                if epoch not in cache:
+                    cache = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(
+                        self.seed * 1_000_003 + epoch))}
+                out.append(int(cache[epoch][pos]))
+            yield out
+            micro += 1
+
+
+class ClipFolder(Dataset):
+    """Clips under `root`: more4d layout (folders with `meta.json`) or seed layout (`*_dt3d_pred.pkl` files)."""
+
+    def __init__(self, root: str | None, source: str, caption_suffix: str = "") -> None:
+        self.root, self.source, self.caption_suffix = Path(root or "."), source, caption_suffix
+        if source == "seed_dir":
+            self.items = sorted(self.root.rglob("*.pkl"))
+        else:
+            self.items = sorted(p.parent for p in self.root.rglob("meta.json"))
+        if not self.items:
+            raise InputError(f"data.path {str(self.root)!r} holds no clips for source {source!r}")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Any:
+        from more4d.data import read_clip, read_seed_clip
+
+        clip = read_seed_clip(self.items[i]) if self.source == "seed_dir" else read_clip(self.items[i])
+        clip.caption = clip.caption + self.caption_suffix
+        return clip
+
+
+def stack_clips(clips: list[Any]) -> SynthBatch:
+    """Stack `TrajClip`s of one size into a `SynthBatch` (missing depth -> NaN, views beyond the fewest dropped)."""
+    def t(x: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return torch.as_tensor(x) if dtype is None else torch.as_tensor(x).to(dtype)
+
+    shapes = {tuple(c.frames.shape) for c in clips}
+    if len(shapes) > 1:
+        raise InputError(f"clips in one batch must share (T, H, W, 3); got {sorted(shapes)}: resize the data")
+    T, H, W = clips[0].frames.shape[:3]
+    views = min(len(c.novel) for c in clips)
+    nan_depth = torch.full((T, H, W), float("nan"))
+    eye = torch.eye(4).expand(T, 4, 4)
+    return SynthBatch(
+        frames=torch.stack([t(c.frames, torch.uint8) for c in clips]),
+        depth=torch.stack([nan_depth if c.depth is None else t(c.depth, torch.float32) for c in clips]),
+        points=torch.stack([t(c.points, torch.float32) for c in clips]),
+        visibility=torch.stack([t(c.visibility, torch.bool) for c in clips]),
+        colors=torch.stack([t(c.colors, torch.float32) for c in clips]),
+        K=torch.stack([t(c.K, torch.float32) for c in clips]),
+        c2w=torch.stack([t(c.meta.get("camera_c2w", eye), torch.float32) for c in clips]),
+        novel_frames=torch.stack([torch.stack([t(v.frames, torch.uint8) for v in c.novel[:views]])
+                                  if views else torch.zeros(0, T, H, W, 3, dtype=torch.uint8) for c in clips]),
+        novel_depth=torch.zeros(len(clips), views, T, H, W),
+        novel_c2w=torch.stack([torch.stack([t(v.c2w, torch.float32) for v in c.novel[:views]])
+                               if views else torch.zeros(0, T, 4, 4) for c in clips]),
+        captions=[c.caption for c in clips], metas=[dict(c.meta) for c in clips], fps=float(clips[0].fps))
+
+
+def _to_device(batch: SynthBatch, device: torch.device) -> SynthBatch:
+    for name, value in vars(batch).items():
+        if isinstance(value, torch.Tensor):
+            setattr(batch, name, value.to(device, non_blocking=True))
+    return batch
+
+
+def validation_batch(cfg: TrainConfig, device: torch.device, *, novel_views: int = 0) -> SynthBatch:
+    """Fixed validation clips: held-out synth seeds (never trained on), whatever the training source."""
+    seeds = range(VALIDATION_SEED_START, VALIDATION_SEED_START + cfg.num_validation_clips)
+    return generate_batch(seeds, synth_config(cfg.data, novel_views), device)
+
+
+def motion_targets(batch: SynthBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[float, float]]]:
+    """Normalised motion videos of a batch (METHOD.md "Depth-guided motion normalisation").
+
+    Returns m `(B, 3, T, H, W)`, visibility `(B, T, H, W)` bool, valid frame-0 depth `(B, H*W)` bool and the
+    per-clip alphas (fx/W, fy/H).
+    """
+    B, T, H, W = batch.frames.shape[:4]
+    alphas = [motion_alphas(batch.K[b].cpu(), (H, W)) for b in range(B)]
+    ms, valids = zip(*(normalize_motion(batch.points[b].float(), alphas[b]) for b in range(B)))
+    m = motion_to_video(torch.stack(ms), H, W)
+    return m, batch.visibility.view(B, T, H, W), torch.stack(valids), alphas

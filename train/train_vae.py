@@ -1,0 +1,161 @@
+"""Train the VAEs: (a) the RGB Wan VAE (tiny only) and (b) the motion-sensitive VAE (adaptors + decoder).
+
+    # stage a, tiny only (no pretrained Wan VAE exists at this size)
+    python train/train_vae.py --config train/configs/tiny_vae_rgb.yaml --max-minutes 9
+    # stage b: MotionVAE = VAE (encoder copied from `vae/`, frozen) + encoder/decoder adaptors
+    accelerate launch --config_file train/accelerate/single_gpu.yaml train/train_vae.py \
+        --config train/configs/tiny_motion_vae.yaml --export-dir assets/weights/tiny
+    accelerate launch --config_file train/accelerate/ddp.yaml train/train_vae.py \
+        --config train/configs/paper_motion_vae.yaml
+
+Stage a: L1 + KL on RGB videos in [-1, 1]; the end sets `latents_mean/std` from the data. Stage b (METHOD.md
+"Motion-sensitive VAE"): the VAE encoder is frozen; the encoder adaptor, the VAE decoder and the decoder adaptor
+are trained with an L1 loss on the normalised motion video, weighted by track visibility (hidden tracks weigh
+`hidden_weight`); validation reports the reconstruction end-point error in metric units after the inverse
+normalisation (`val/epe_m`), beside the error in m.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from _lib.config import TrainConfig, add_common_args, check, config_from_args
+from _lib.data import batches, motion_targets, synth_config, validation_batch
+from _lib.records import save_image_grid
+from _lib.run import Run, ema_weights, entry, load_init, trainable
+
+from more4d.data.synth import generate_batch
+from more4d.eval.metrics import psnr, track_epe
+from more4d.geometry import denormalize_motion, video_to_motion
+
+
+@dataclass
+class VAEConfig(TrainConfig):
+    stage: Literal["rgb", "motion"] = "motion"
+    kl_weight: float = 1e-6            # stage a
+    hidden_weight: float = 0.1         # stage b: loss weight of tracks hidden in a frame (visible ones weigh 1)
+    train_encoder_adaptor: bool = True  # the seed's code never trains it; the method does
+    copy_encoder_from_vae: bool = True  # stage b: start the motion VAE's (frozen) encoder from `vae/`
+    num_stat_clips: int = 64           # clips used to set latents_mean/std at the end
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.kl_weight >= 0 and self.hidden_weight >= 0, "kl_weight/hidden_weight", ">= 0",
+              (self.kl_weight, self.hidden_weight))
+
+
+def to_video(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 `(B, T, H, W, 3)` -> `(B, 3, T, H, W)` in [-1, 1]."""
+    return frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
+def build_models(cfg: VAEConfig) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+    """The model to train and its trainable parameters (stage b: adaptors + decoder; encoder frozen)."""
+    if cfg.stage == "rgb":
+        vae = load_init(cfg, "vae")["vae"].train().requires_grad_(True)
+        return vae, trainable(vae)
+    comps = load_init(cfg, "motion_vae", *(("vae",) if cfg.copy_encoder_from_vae else ()))
+    mvae = comps["motion_vae"].train()
+    if cfg.copy_encoder_from_vae:
+        for part in ("encoder", "quant_conv"):
+            getattr(mvae.vae, part).load_state_dict(getattr(comps["vae"], part).state_dict())
+    mvae.requires_grad_(False)
+    parts = [mvae.vae.decoder, mvae.vae.post_quant_conv, mvae.decoder_adaptor]
+    parts += [mvae.encoder_adaptor] if cfg.train_encoder_adaptor else []
+    for part in parts:
+        part.requires_grad_(True)
+    return mvae, trainable(mvae)
+
+
+def rgb_step(vae: torch.nn.Module, batch, kl_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    x = to_video(batch.frames)
+    posterior = vae.encode(x).latent_dist
+    recon = vae.decode(posterior.sample()).sample
+    l1 = (recon.float() - x).abs().mean()
+    kl = posterior.kl().mean() / x[0].numel()
+    return l1 + kl_weight * kl, {"train/l1": float(l1), "train/kl": float(kl)}
+
+
+def motion_step(mvae: torch.nn.Module, batch, hidden_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    m, vis, valid, _ = motion_targets(batch)
+    recon = mvae.decode_motion(mvae.encode_motion(m)).float()
+    B, _, T, H, W = m.shape
+    weight = (vis.float() + hidden_weight * (~vis).float()) * valid.view(B, 1, H, W).float()
+    err = (recon - m).abs().mean(dim=1)  # (B, T, H, W)
+    loss = (err * weight).sum() / weight.sum().clamp_min(1.0)
+    return loss, {"train/l1_visible": float((err * vis * valid.view(B, 1, H, W)).sum() / (vis.sum().clamp_min(1)))}
+
+
+@torch.no_grad()
+def set_latent_stats(vae: torch.nn.Module, latents: torch.Tensor) -> None:
+    """Write per-channel mean/std of raw latents `(B, 16, t, h, w)` into the VAE config (normalisation)."""
+    z = latents.float().transpose(0, 1).flatten(1)
+    vae.register_to_config(latents_mean=z.mean(1).tolist(), latents_std=z.std(1).clamp_min(1e-3).tolist())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(VAEConfig, args)
+    name = "vae" if cfg.stage == "rgb" else "motion_vae"
+    run = Run(cfg, name, argv)
+
+    model, params = build_models(cfg)
+    if cfg.gradient_checkpointing:
+        (model if cfg.stage == "rgb" else model.vae).enable_gradient_checkpointing()
+    optimizer = run.optimizer(params)
+    model, optimizer, lr_scheduler = run.prepare(model, optimizer, run.lr_scheduler(optimizer))
+    run.track({name: model})
+    run.resume(args.resume)
+    val = validation_batch(cfg, run.device)
+
+    def train_step(batch) -> tuple[torch.Tensor, dict[str, float]]:
+        if cfg.stage == "rgb":
+            return rgb_step(model, batch, cfg.kl_weight)
+        return motion_step(model, batch, cfg.hidden_weight)
+
+    def log_validation(step: int) -> dict[str, float]:
+        m_ = run.models[name]
+        path = run.out / "samples" / f"step_{step:07d}.png"
+        ts = [0, val.frames.shape[1] // 2, val.frames.shape[1] - 1]
+        if cfg.stage == "rgb":
+            x = to_video(val.frames)
+            recon = m_.decode(m_.encode(x).latent_dist.mode()).sample.float().clamp(-1, 1)
+            a, b = (x.permute(0, 2, 3, 4, 1) + 1) / 2, (recon.permute(0, 2, 3, 4, 1) + 1) / 2
+            rows = [[a[i, t].cpu().numpy() for t in ts] + [b[i, t].cpu().numpy() for t in ts] for i in range(2)]
+            save_image_grid(path, rows, col_titles=[f"gt t={t}" for t in ts] + [f"recon t={t}" for t in ts])
+            return {"val/psnr": float(psnr(b, a).mean())}
+        m, vis, valid, alphas = motion_targets(val)
+        recon = m_.decode_motion(m_.encode_motion(m)).float()
+        pred = torch.stack([denormalize_motion(video_to_motion(recon[b]), val.points[b, 0], alphas[b])
+                            for b in range(len(alphas))])
+        vis_n = vis.flatten(2)
+        rows = [[m[i, :, t].abs().sum(0).cpu().numpy() for t in ts] + [recon[i, :, t].abs().sum(0).cpu().numpy()
+                                                                     for t in ts] for i in range(2)]
+        save_image_grid(path, rows, col_titles=[f"|m| t={t}" for t in ts] + [f"|recon| t={t}" for t in ts])
+        return {"val/epe_m": float(track_epe(pred, val.points, vis_n, valid).nanmean()),
+                "val/l1_m": float((recon - m).abs().mean())}
+
+    stop = run.fit(train_step, batches(cfg, run.accelerator, run.step), optimizer, lr_scheduler, params,
+                   samples_per_batch=cfg.data.batch_size, validate=log_validation)
+    final = run.validate(log_validation)
+    if run.is_main and cfg.export_dir:  # normalisation stats of the exported (EMA) weights
+        module = run.models[name]
+        vae = module if cfg.stage == "rgb" else module.vae
+        latents = []
+        with ema_weights(module, run.emas.get(name)), torch.no_grad(), run.accelerator.autocast():
+            for first in range(0, cfg.num_stat_clips, cfg.data.batch_size):
+                clips = generate_batch(range(first, first + cfg.data.batch_size), synth_config(cfg.data), run.device)
+                x = to_video(clips.frames) if cfg.stage == "rgb" else module.encoder_adaptor(motion_targets(clips)[0])
+                latents.append(vae.encode(x).latent_dist.mode().float())
+        set_latent_stats(vae, torch.cat(latents))
+    run.finish(stop, final)
+    return 0
+
+
+if __name__ == "__main__":
+    entry(main)

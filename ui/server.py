@@ -1,0 +1,47 @@
+"""Launch the page: Gradio queue + the viewer proxy routes. Used by `app.py`, the app tests and the benchmark."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+from ui.api import AppService
+
+
+def launch(service: AppService, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+           concurrency: int = 1, max_file_size: str | int = "20mb", block: bool = True) -> Any:
+    """Build and launch the page for `service`; returns the running `gr.Blocks` (when `block=False`).
+
+    `concurrency` bounds model jobs (generate + render) running at once; other events are not queued behind
+    them. Uploads over `max_file_size` are refused by Gradio before they reach the app.
+    """
+    from ui.layout import CSS, build_demo
+    from ui.sessions import proxy_routes
+
+    demo = build_demo(service)
+    demo.queue(default_concurrency_limit=concurrency)
+    demo.launch(server_name=host, server_port=port, share=share, css=CSS, max_file_size=max_file_size,
+                allowed_paths=[str(service.workdir)], prevent_thread_lock=not block, quiet=not block,
+                app_kwargs={"routes": proxy_routes(service.pool)})
+    return demo
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_in_background(service: AppService, **kwargs: Any) -> Iterator[str]:
+    """Launch on a free port in this process (threads); yields the page URL; closes app and service on exit."""
+    port = free_port()
+    demo = launch(service, port=port, block=False, **kwargs)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+        service.close()
