@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 from ui.api import MODELS, AppService
@@ -34,13 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="more4d-app-"))
-    os.environ.setdefault("GRADIO_TEMP_DIR", str(workdir / "uploads"))  # uploads stay inside the app folder
-
     from ui.server import launch
 
     service = AppService(model=args.model, weights_dir=args.weights, device=args.device,
-                         viser_port=args.viser_port, max_sessions=args.max_sessions, workdir=workdir)
+                         viser_port=args.viser_port, max_sessions=args.max_sessions)
     try:
         launch(service, host=args.host, port=args.port, share=args.share, concurrency=args.concurrency,
                max_file_size=args.max_file_size)

@@ -82,7 +82,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | torch.Tensor, fps:
         raise InputError(f"fps must be > 0, got {fps}")
     with atomic_write(path) as tmp:
         iio.imwrite(tmp, data, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1,
-                    output_params=["-pix_fmt", "yuv420p"])
+                    pixelformat="yuv420p")
     return Path(path)
 
 

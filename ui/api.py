@@ -122,6 +122,8 @@ class More4DSession:
         self.editor: PathEditor | None = None
         self._slot: ViewerSlot | None = None
         self._job = threading.Lock()
+        self._viewer_lock = threading.Lock()
+        self._closed = False
         self._cancel = threading.Event()
         self._render_count = 0
         self._exports: dict[str, Path] = {}
@@ -129,13 +131,17 @@ class More4DSession:
     # ------------------------------------------------------------------------------------------- viewer
     def open_viewer(self) -> str:
         """Start (once) this session's viser viewer and path editor; returns its URL path on the app server."""
-        if self._slot is None:
-            self._slot = self.service.pool.acquire()
-            self.viewer = SceneViewer(self._slot.server)
-            self.editor = PathEditor(self.viewer, self.workdir, on_render=self._render_from_viewer)
-            if self.scene is not None:
-                self.viewer.show_scene(self.scene)
-        return self._slot.url_path
+        with self._viewer_lock:
+            if self._closed:
+                raise InputError("this session has ended; reload the page")
+            if self._slot is None:
+                slot = self.service.pool.acquire()
+                self.viewer = SceneViewer(slot.server)
+                self.editor = PathEditor(self.viewer, self.workdir, on_render=self._render_from_viewer)
+                self._slot = slot
+                if self.scene is not None:
+                    self.viewer.show_scene(self.scene)
+            return self._slot.url_path
 
     @property
     def busy(self) -> bool:
@@ -309,13 +315,15 @@ class More4DSession:
     def close(self) -> None:
         """Stop the viewer and delete the session folder."""
         self.cancel()
-        if self.editor is not None:
-            self.editor.stop()
-        if self.viewer is not None:
-            self.viewer.close()
-        if self._slot is not None:
-            self.service.pool.release(self._slot)
-            self._slot = None
+        with self._viewer_lock:
+            self._closed = True
+            if self.editor is not None:
+                self.editor.stop()
+            if self.viewer is not None:
+                self.viewer.close()
+            if self._slot is not None:
+                self.service.pool.release(self._slot)
+                self._slot = None
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     # ----------------------------------------------------------------------------------------- internals

@@ -113,7 +113,7 @@ def build_demo(service: AppService) -> gr.Blocks:
                                     negative_prompt=negative_prompt or "")
         result = session.generate(path, prompt, settings, progress=progress)
         scene = session.scene
-        return session, (f"✅ Scene ready: {scene.num_frames} frames × {scene.num_points:,} points in "
+        return session, (f"Scene ready: {scene.num_frames} frames × {scene.num_points:,} points in "
                          f"{result.seconds:.1f} s. Scrub time in the viewer, draw a camera path, then Render.")
 
     @_friendly
@@ -137,7 +137,7 @@ def build_demo(service: AppService) -> gr.Blocks:
                                   seed=int(seed or 0), render_only=bool(render_only))
         result = session.render(None if preset == VIEWER_PATH else preset, settings, progress=progress)
         return (str(result.video), str(result.render), str(result.mask), result.version,
-                f"🎬 Rendered {session.scene.num_frames} frames in {result.seconds:.1f} s.")
+                f"Rendered {session.scene.num_frames} frames in {result.seconds:.1f} s.")
 
     @_friendly
     def poll_viewer_render(session: More4DSession | None, shown: int) -> Any:
@@ -146,7 +146,7 @@ def build_demo(service: AppService) -> gr.Blocks:
         if result is None or result.version == shown:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return (str(result.video), str(result.render), str(result.mask), result.version,
-                f"🎬 Rendered from the viewer in {result.seconds:.1f} s.")
+                f"Rendered from the viewer in {result.seconds:.1f} s.")
 
     @_friendly
     def load_path(session: More4DSession | None, file: Any, request: gr.Request) -> tuple[str, str]:
@@ -156,7 +156,7 @@ def build_demo(service: AppService) -> gr.Blocks:
             return gr.skip(), gr.skip()
         session.open_viewer()
         camera = session.editor.load(path)
-        return VIEWER_PATH, f"📷 Loaded a path with {len(camera.keyframes)} keyframes into the viewer."
+        return VIEWER_PATH, f"Loaded a path with {len(camera.keyframes)} keyframes into the viewer."
 
     @_friendly
     def preview_preset(session: More4DSession | None, preset: str, request: gr.Request) -> str:
@@ -165,12 +165,12 @@ def build_demo(service: AppService) -> gr.Blocks:
         session = session_of(session, request)
         session.open_viewer()
         session.editor.fill_preset(preset)
-        return f"📷 Preset *{preset}* loaded into the viewer's camera path (edit it there, then Render)."
+        return f"Preset *{preset}* loaded into the viewer's camera path (edit it there, then Render)."
 
     def cancel(session: More4DSession | None) -> str:
         if session is not None:
             session.cancel()
-        return "⏹ Cancelled."
+        return "Cancelled."
 
     def close_session(request: gr.Request) -> None:
         service.sessions.close(request.session_hash)
@@ -185,10 +185,6 @@ def build_demo(service: AppService) -> gr.Blocks:
             with gr.Column(scale=1, min_width=320):
                 image = gr.Image(label="Input image", type="filepath", sources=["upload", "clipboard"], height=260)
                 prompt = gr.Textbox(label="Prompt", placeholder="what moves, and how", lines=2, max_length=2000)
-                examples = load_examples()
-                if examples:
-                    gr.Examples(examples, inputs=[image, prompt], label="Examples (TrajScene-Synth)",
-                                examples_per_page=8)
                 with gr.Accordion("Advanced settings", open=False):
                     negative_prompt = gr.Textbox(label="Negative prompt", lines=1, max_length=2000)
                     model = gr.Dropdown(list(MODELS), value=service.default_model, label="Model")
@@ -197,12 +193,16 @@ def build_demo(service: AppService) -> gr.Blocks:
                     guidance = gr.Number(None, label="Guidance (empty: model default)", minimum=0, maximum=30)
                     with gr.Row():
                         seed = gr.Number(0, label="Seed", precision=0, minimum=0, scale=3)
-                        randomise = gr.Button("🎲", scale=1, min_width=40)
+                        randomise = gr.Button("Random", scale=1, min_width=60)
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", scale=3)
                     cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
                 status = gr.Markdown("Upload an image (or pick an example), describe the motion, press **Generate**.",
                                      elem_id="more4d-status")
+                examples = load_examples()
+                if examples:
+                    gr.Examples(examples, inputs=[image, prompt], label="Examples (TrajScene-Synth)",
+                                elem_id="more4d-examples", examples_per_page=4)
             with gr.Column(scale=2, min_width=480):
                 viewer = gr.HTML('<p>Starting the 3D viewer…</p>', elem_id="more4d-viewer", label="Viewer")
                 with gr.Row(equal_height=True):

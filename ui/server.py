@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ui.api import AppService
@@ -17,6 +19,7 @@ def launch(service: AppService, *, host: str = "127.0.0.1", port: int = 7860, sh
     `concurrency` bounds model jobs (generate + render) running at once; other events are not queued behind
     them. Uploads over `max_file_size` are refused by Gradio before they reach the app.
     """
+    os.environ["GRADIO_TEMP_DIR"] = str(service.workdir / "uploads")  # uploads stay in the app's folder
     from ui.layout import CSS, build_demo
     from ui.sessions import proxy_routes
 
@@ -45,3 +48,16 @@ def serve_in_background(service: AppService, **kwargs: Any) -> Iterator[str]:
     finally:
         demo.close()
         service.close()
+
+
+def random_tiny_service(folder: str | os.PathLike, **kwargs: Any) -> AppService:
+    """An `AppService` on random tiny weights written to `folder` (tests, benchmarks, UI work before the
+    trained weights exist). `kwargs` go to `AppService`."""
+    from more4d.weights import save_random_tiny
+
+    folder = Path(folder)
+    if not any(folder.glob("*/config.json")) and not any(folder.glob("*/*/config.json")):
+        save_random_tiny(folder)
+    kwargs.setdefault("device", "cpu")
+    kwargs.setdefault("viser_port", free_port())
+    return AppService(model="tiny", weights_dir=folder, **kwargs)

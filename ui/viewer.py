@@ -156,9 +156,9 @@ class SceneViewer:
         return self._current
 
     def reset_view(self) -> None:
-        """Put every client's camera slightly behind and above the input camera, looking at the scene."""
+        """Put every client's camera behind, above and right of the input camera, looking at the scene."""
         d = self.scale
-        position, look_at = np.array([0.0, -0.25 * d, -0.6 * d]), np.array([0.0, 0.0, d])
+        position, look_at = np.array([0.3 * d, -0.35 * d, -0.9 * d]), np.array([0.0, 0.0, d])
         cam = self.server.initial_camera
         cam.position, cam.look_at, cam.up = position, look_at, (0.0, -1.0, 0.0)
         if self.scene is not None:

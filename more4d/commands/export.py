@@ -26,10 +26,13 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
 
 
 def run(args: argparse.Namespace) -> int:
-    from more4d.export import export_scene
+    from more4d.export import export_preview_mp4, export_scene
     from more4d.scene import Scene4D
 
     scene = Scene4D.load(args.scene)
-    out = export_scene(scene, args.out, args.format)
+    if args.format == "mp4":
+        out = export_preview_mp4(scene, args.out, progress=True)
+    else:
+        out = export_scene(scene, args.out, args.format)
     print(f"wrote {out} ({args.format}, {scene.num_frames} frames x {scene.num_points} points)")
     return 0

@@ -37,11 +37,22 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shift", type=float, default=None, help="flow-matching timestep shift")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--scheduler", default=None, choices=SCHEDULERS, help="sampler (default: euler)")
+    parser.add_argument("--resolution", type=parse_size, default=None, metavar="HxW",
+                        help="working size whose area sets the bucket (default: the model's, e.g. 256x256)")
     parser.add_argument("--depth", default=None, help="your own metric depth map (.npy, (H, W), metres)")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     parser.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on CUDA)")
     parser.add_argument("--cpu-offload", action="store_true", help="move each model to the GPU only while used")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'368x512' -> (368, 512)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 256x256, got {text!r}") from None
+    return h, w
 
 
 def prepare_out_dir(path: str) -> Path:
@@ -69,7 +80,7 @@ def build_pipeline(args: argparse.Namespace) -> Any:
 def generate_scene(args: argparse.Namespace, pipe: Any) -> Any:
     return pipe(args.image, args.prompt, negative_prompt=args.negative_prompt, num_frames=args.frames,
                 num_inference_steps=args.steps, guidance_scale=args.guidance, shift=args.shift, seed=args.seed,
-                scheduler=args.scheduler, depth=args.depth)
+                scheduler=args.scheduler, depth=args.depth, resolution=args.resolution)
 
 
 def write_scene_outputs(scene: Any, out: Path) -> dict[str, str]:

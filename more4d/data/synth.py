@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from more4d.data.formats import NovelView, TrajClip
 from more4d.errors import InputError
@@ -173,7 +174,7 @@ def generate_batch(seeds: Iterable[int], config: SynthConfig | None = None,
     B = len(seeds)
 
     def to_video(x: torch.Tensor) -> torch.Tensor:
-        return (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).view(B, T, H, W, 3)
+        return (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).reshape(B, T, H, W, 3)
 
     empty = torch.zeros(B, 0, T, H, W, device=device)
     return SynthBatch(
@@ -489,14 +490,21 @@ def _local_normal(p: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
     return options.gather(0, shape[None, :, None].expand(1, -1, 3))[0]
 
 
-def _pattern(p: torch.Tensor, texture: torch.Tensor, freq: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-    """Texture weight `(K,)` in [0, 1] at texture coords `p (K, 3)`; texture `(K,)`, freq `(K,)`, phase `(K, 3)`."""
-    q = p * freq[:, None] + phase
-    checker = q.floor().sum(1).remainder(2)
-    stripes = (q[:, 0] + q[:, 1] + 0.5 * q[:, 2]).floor().remainder(2)
-    noise = 0.5 + 0.25 * (torch.sin(2.1 * q[:, 0] + 1.3 * torch.sin(1.7 * q[:, 2])) +
-                          torch.sin(1.9 * q[:, 1] + 1.1 * torch.sin(2.3 * q[:, 0])))
-    return torch.stack([checker, stripes, noise]).gather(0, texture[None])[0]
+def _pattern(q: tuple[torch.Tensor, torch.Tensor, torch.Tensor], texture: torch.Tensor) -> torch.Tensor:
+    """Texture weight in [0, 1] at scaled texture coords `q` (3 broadcastable tensors); `texture` holds
+    TEXTURES indices broadcastable to them. Only the kinds present are computed."""
+    qx, qy, qz = q
+    out = None
+    for kind in texture.unique().tolist():
+        if kind == 0:  # checker
+            w = (qx.floor() + qy.floor() + qz.floor()).remainder_(2)
+        elif kind == 1:  # stripes
+            w = (qx + qy + 0.5 * qz).floor_().remainder_(2)
+        else:  # smooth noise
+            w = (torch.sin(2.1 * qx + 1.3 * torch.sin(1.7 * qz)) + torch.sin(1.9 * qy + 1.1 * torch.sin(2.3 * qx)))
+            w = w.mul_(0.25).add_(0.5)
+        out = w if out is None else torch.where(texture == kind, w, out)
+    return out
 
 
 _BOUND = (1.0, math.sqrt(3.0), math.sqrt(2.0), 1.0)  # bounding-sphere radius of each local unit shape
@@ -536,23 +544,25 @@ def _render(p: dict[str, torch.Tensor], c2w: torch.Tensor, rays: torch.Tensor, K
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Ray-cast all clips/frames from cameras `c2w (B, T, 4, 4)` with camera rays `(3, N)` (z = 1).
 
-    Returns rgb `(B, T, N, 3)` float, z-depth `(B, T, N)` (0 on a miss) and surface ids `(B, T, N)` long
+    Returns rgb `(B, T, N, 3)` float, z-depth `(B, T, N)` (0 on a miss) and surface ids `(B, T, N)` int8
     (objects 0..3, GROUND, BACKDROP, MISS).
     """
     B, T = c2w.shape[:2]
     N = rays.shape[1]
-    Rc, oc = c2w[..., :3, :3], c2w[..., :3, 3]
-    # 1) planes, for every pixel
-    dy_world = _apply(Rc[..., 1:2, :], rays)[..., 0, :]  # (B, T, N)
-    dz_world = _apply(Rc[..., 2:3, :], rays)[..., 0, :]
-    t_ground = (p["center"][:, GROUND, :, 1:2] - oc[..., 1:2]) / dy_world
-    t_back = (p["center"][:, BACKDROP, :, 2:3] - oc[..., 2:3]) / dz_world
-    t_ground = torch.where(t_ground > _EPS, t_ground, math.inf)
-    t_back = torch.where(t_back > _EPS, t_back, math.inf)
-    depth = torch.minimum(t_ground, t_back)
-    ids = torch.where(t_ground <= t_back, GROUND, BACKDROP)
+    # 1) static planes: once per clip when its camera does not move, else per frame
+    moving = (c2w != c2w[:, :1]).flatten(1).any(1)  # (B,)
+    frames = torch.where(moving[:, None], torch.arange(T, device=c2w.device), 0)  # (B, T) frame to render
+    todo = (frames == torch.arange(T, device=c2w.device)).view(-1).nonzero()[:, 0]  # rows of B*T to render
+    row = torch.zeros(B * T, dtype=torch.long, device=c2w.device)
+    row[todo] = torch.arange(len(todo), device=c2w.device)
+    pick = row.view(B, T).gather(1, frames).view(-1)
+    depth, ids, rgb = (x.index_select(0, pick) for x in _render_planes(p, c2w.reshape(B * T, 4, 4)[todo], todo // T,
+                                                                      rays))
     flat_depth, flat_ids = depth.view(-1), ids.view(-1)
+
     # 2) objects, inside per-frame windows around their bounding spheres
+    Rc, oc = c2w[..., :3, :3], c2w[..., :3, 3]
+    drawn = []
     for j in range(MAX_OBJECTS):
         for kind in p["shape"][:, j][p["active"][:, j]].unique().tolist():
             sel = (p["active"][:, j] & (p["shape"][:, j] == kind)).nonzero()[:, 0]
@@ -560,44 +570,75 @@ def _render(p: dict[str, torch.Tensor], c2w: torch.Tensor, rays: torch.Tensor, K
             idx, seen = _object_crops(c, _BOUND[kind] * s.amax(-1), c2w[sel], K, H, W)
             Rt = R.transpose(-1, -2)
             o_local = (Rt @ (oc[sel] - c)[..., None]) / s[..., None]  # (b, T, 3, 1)
-            d_local = _apply((Rt @ Rc[sel]) / s[..., None], rays[:, idx].permute(1, 2, 0, 3))  # (b, T, 3, hw)
-            t = _HITS[kind](o_local, d_local)
-            t = torch.where(seen[..., None], t, math.inf)
+            crop_rays = rays.index_select(1, idx.view(-1)).view(3, *idx.shape).permute(1, 2, 0, 3)  # (b, T, 3, hw)
+            d_local = _apply((Rt @ Rc[sel]) / s[..., None], crop_rays)
+            t = torch.where(seen[..., None], _HITS[kind](o_local, d_local), math.inf).view(-1)
             gidx = ((sel[:, None] * T + torch.arange(T, device=idx.device))[..., None] * N + idx).view(-1)
-            t = t.view(-1)
-            nearer = t < flat_depth[gidx]
-            gidx, t = gidx[nearer], t[nearer]
-            flat_depth[gidx] = t
+            nearer = t < flat_depth.take(gidx)
+            gidx = gidx[nearer]
+            flat_depth[gidx] = t[nearer]
             flat_ids[gidx] = j
+            drawn.append((j, gidx))
     miss = ~torch.isfinite(flat_depth)
-    flat_ids[miss] = MISS
     flat_depth.masked_fill_(miss, 0.0)
 
-    # 3) shading: texture in object (or world) coords, Lambertian light
-    rgb = torch.tensor(SKY, device=rays.device).repeat(B * T * N, 1)
+    # 3) object shading on the pixels each object won
+    rgb_flat = rgb.view(B * T, 3, N)
     Rc_flat, oc_flat = Rc.reshape(-1, 3, 3), oc.reshape(-1, 3)
-    for j in range(NUM_SURFACES):
-        idx = (flat_ids == j).nonzero()[:, 0]
-        if idx.numel() == 0:
+    for j, gidx in drawn:
+        gidx = gidx[flat_ids[gidx] == j]
+        if gidx.numel() == 0:
             continue
-        bt = idx // N
+        bt, n = gidx // N, gidx % N
         b = bt // T
-        ray = rays[:, idx % N].T  # (K, 3)
-        x = oc_flat[bt] + flat_depth[idx, None] * torch.einsum("kij,kj->ki", Rc_flat[bt], ray)
-        if j < MAX_OBJECTS:
-            R = p["R"][:, j].reshape(-1, 3, 3)[bt]
-            s = p["scale"][:, j].reshape(-1, 3)[bt]
-            local = torch.einsum("ki,kij->kj", x - p["center"][:, j].reshape(-1, 3)[bt], R) / s
-            normal = torch.einsum("kij,kj->ki", R, _local_normal(local, p["shape"][b, j]) / s)
-            lambert = (torch.nn.functional.normalize(normal, dim=1) * p["light"][b]).sum(1).clamp_min(0)
-        else:
-            local = x
-            lambert = (p["light"][:, 1].neg() if j == GROUND else p["light"][:, 2].neg()).clamp_min(0)[b]
-        w = _pattern(local, p["texture"][b, j], p["freq"][b, j], p["phase"][b, j])[:, None]
-        albedo = torch.lerp(p["color1"][b, j], p["color2"][b, j], w)
-        ambient = p["ambient"][b]
-        rgb[idx] = albedo * (ambient + (1 - ambient) * lambert)[:, None]
-    return rgb.view(B, T, N, 3), depth, ids
+        R = p["R"][:, j].reshape(-1, 3, 3)[bt]
+        s = p["scale"][:, j].reshape(-1, 3)[bt]
+        x = oc_flat[bt] + flat_depth[gidx, None] * torch.einsum("kij,jk->ki", Rc_flat[bt], rays[:, n])
+        local = torch.einsum("ki,kij->kj", x - p["center"][:, j].reshape(-1, 3)[bt], R) / s
+        normal = torch.einsum("kij,kj->ki", R, _local_normal(local, p["shape"][b, j]) / s)
+        cos = (F.normalize(normal, dim=1) * p["light"][b]).sum(1).clamp_min(0)
+        q = (local * p["freq"][b, j, None] + p["phase"][b, j]).unbind(1)
+        w = _pattern(q, p["texture"][b, j])[:, None]
+        rgb_flat[bt, :, n] = torch.lerp(p["color1"][b, j], p["color2"][b, j], w) * _lambert(p["ambient"][b], cos)[:, None]
+    return rgb.view(B, T, 3, N).transpose(2, 3), depth.view(B, T, N), ids.view(B, T, N)
+
+
+def _render_planes(p: dict[str, torch.Tensor], c2w: torch.Tensor, clip: torch.Tensor, rays: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ground and backdrop seen from cameras `c2w (U, 4, 4)` of clips `clip (U,)`.
+
+    Returns depth `(U, N)` (inf on a miss), ids `(U, N)` int8, rgb `(U, 3, N)`.
+    """
+    U, N = c2w.shape[0], rays.shape[1]
+    Rc, oc = c2w[:, :3, :3], c2w[:, :3, 3:]
+    d = _apply(Rc, rays)  # (U, 3, N)
+    center = p["center"][clip, :, 0]  # (U, S, 3)
+    t_ground = (center[:, GROUND, 1:2] - oc[:, 1]) / d[:, 1]
+    t_back = (center[:, BACKDROP, 2:3] - oc[:, 2]) / d[:, 2]
+    t_ground = torch.where(t_ground > _EPS, t_ground, math.inf)
+    t_back = torch.where(t_back > _EPS, t_back, math.inf)
+    is_ground = t_ground <= t_back
+    depth = torch.where(is_ground, t_ground, t_back)
+    x = oc + depth.nan_to_num(posinf=0.0)[:, None] * d  # (U, 3, N) world hit points
+    weight, base, delta = [], [], []
+    for j, axis in ((GROUND, 1), (BACKDROP, 2)):
+        q = (x * p["freq"][clip, j].view(U, 1, 1) + p["phase"][clip, j].view(U, 3, 1)).unbind(1)
+        weight.append(_pattern(q, p["texture"][clip, j].view(U, 1)))
+        shade = _lambert(p["ambient"][clip], (-p["light"][clip, axis]).clamp_min(0)).view(U, 1, 1)
+        base.append(p["color1"][clip, j].view(U, 3, 1) * shade)
+        delta.append((p["color2"][clip, j] - p["color1"][clip, j]).view(U, 3, 1) * shade)
+    w = torch.where(is_ground, *weight)[:, None]
+    g = is_ground[:, None]
+    rgb = torch.where(g, *base).addcmul_(w, torch.where(g, *delta))
+    miss = ~torch.isfinite(depth)
+    ids = torch.where(is_ground, GROUND, BACKDROP).to(torch.int8).masked_fill_(miss, MISS)
+    if miss.any():
+        rgb = torch.where(miss[:, None], torch.tensor(SKY, device=rgb.device).view(3, 1), rgb)
+    return depth, ids, rgb
+
+
+def _lambert(ambient: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    return ambient + (1 - ambient) * cos
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -635,9 +676,12 @@ def _visibility(points: torch.Tensor, c2w: torch.Tensor, depth: torch.Tensor, K:
     u = K[0, 0] * cam[..., 0] / zs + K[0, 2]
     v = K[1, 1] * cam[..., 1] / zs + K[1, 2]
     inside = (z > _EPS) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-    far = torch.where(depth > 0, depth, math.inf).view(B, T, H * W)
+    # farthest of the 2x2 depth samples around each position: max-pool once, then one gather
+    far = torch.where(depth > 0, depth, math.inf).view(B * T, 1, H, W)
+    far = F.pad(far, (0, 1, 0, 1), mode="replicate")
+    far = torch.maximum(torch.maximum(far[..., :-1, :-1], far[..., :-1, 1:]),
+                        torch.maximum(far[..., 1:, :-1], far[..., 1:, 1:])).view(B, T, H * W)
     u0 = (u - PIXEL_CENTER).floor().clamp(0, W - 1).long()
     v0 = (v - PIXEL_CENTER).floor().clamp(0, H - 1).long()
-    u1, v1 = (u0 + 1).clamp(max=W - 1), (v0 + 1).clamp(max=H - 1)
-    nearest_far = torch.stack([far.gather(2, vv * W + uu) for vv in (v0, v1) for uu in (u0, u1)]).amax(0)
+    nearest_far = far.gather(2, v0 * W + u0)
     return inside & (z <= nearest_far * (1 + VIS_REL_TOL))

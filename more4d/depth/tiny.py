@@ -103,9 +103,10 @@ class TinyDepthEstimator:
         return cls(TinyDepthNet.from_pretrained(folder), **kwargs)
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
-        """The net's input size for an `(height, width)` image: area ~ sample_size**2, aspect kept."""
+        """The net's input size for an `(height, width)` image: area ~ sample_size**2 (never upsampled), aspect
+        kept, sides multiples of the net's stride."""
         m, side = self.net.multiple, self.net.config.sample_size
-        scale = side / math.sqrt(height * width)
+        scale = min(1.0, side / math.sqrt(height * width))
         return max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m)
 
     @torch.no_grad()

@@ -45,6 +45,7 @@ MAX_PROMPT_CHARS = 4000
 MAX_FRAMES = 257
 NUM_TRAIN_TIMESTEPS = 1000
 LATENT_CHANNELS = 16
+DEFAULTS = dict(num_frames=17, num_inference_steps=10, guidance_scale=4.0, shift=5.0, scheduler="euler")
 
 
 # 1) inputs -------------------------------------------------------------------------------------------------------
@@ -153,8 +154,7 @@ class STraGPipeline(DiffusionPipeline):
                               transformer=transformer, motion_encoder=motion_encoder)
         self.depth_estimator = depth_estimator
         self.resolution = tuple(resolution)
-        self.defaults = dict(num_frames=17, num_inference_steps=10, guidance_scale=4.0, shift=5.0,
-                             scheduler="euler", **(defaults or {}))
+        self.defaults = {**DEFAULTS, **(defaults or {})}
         self.seed_compat = seed_compat
         self.fps = fps
         self._interrupt = False
@@ -205,7 +205,7 @@ class STraGPipeline(DiffusionPipeline):
             torch.cuda.empty_cache()
 
     # -- stages --------------------------------------------------------------------------------------------------
-    def prepare_image(self, image: Any, depth: Any = None
+    def prepare_image(self, image: Any, depth: Any = None, resolution: tuple[int, int] | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Load, depth-estimate and bucket the input.
 
@@ -224,7 +224,8 @@ class STraGPipeline(DiffusionPipeline):
         if tuple(pred.depth.shape) != src_hw:
             raise InputError(f"depth estimator returned a {tuple(pred.depth.shape)} map for a {src_hw} image")
         K0 = pred.K if pred.K is not None else intrinsics_from_fov(DEFAULT_FOV_DEG, *src_hw)
-        size = bucket_size(*src_hw, area=self.resolution[0] * self.resolution[1])
+        rh, rw = self.resolution if resolution is None else resolution
+        size = bucket_size(*src_hw, area=rh * rw)
         crop = center_crop_box(src_hw, size)
         img = crop_resize(img0, crop, size)
         dep = crop_resize(pred.depth.float().cpu(), crop, size, mode="nearest")
@@ -291,6 +292,7 @@ class STraGPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[STraGPipeline, int, torch.Tensor, dict], dict | None] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         preview_every: int | None = None,
+        resolution: tuple[int, int] | None = None,
     ) -> Scene4D:
         """Generate a Scene4D.
 
@@ -308,6 +310,7 @@ class STraGPipeline(DiffusionPipeline):
                 `_callback_tensor_inputs`) and, every `preview_every` steps, "preview": a Scene4D decoded from the
                 current clean estimate. Returned "latents" replace the current ones. Set `pipe._interrupt = True`
                 to stop early (the last clean estimate is decoded; metadata["interrupted"] is True).
+            resolution: `(H, W)` whose area sets the bucket (default: the model's training resolution).
         """
         # 1. check inputs
         d = self.defaults
@@ -339,7 +342,9 @@ class STraGPipeline(DiffusionPipeline):
         self._interrupt = False
 
         # 2. image -> depth + K (bucketed)
-        image_t, depth_t, K, info = self.prepare_image(image, depth)
+        if resolution is not None and (len(resolution) != 2 or min(resolution) < BUCKET_MULTIPLE):
+            raise InputError(f"`resolution` must be (H, W) with sides >= {BUCKET_MULTIPLE}, got {resolution!r}")
+        image_t, depth_t, K, info = self.prepare_image(image, depth, resolution)
         h, w = image_t.shape[:2]
         f_lat = (num_frames - 1) // 4 + 1
 
@@ -361,7 +366,7 @@ class STraGPipeline(DiffusionPipeline):
         x0 = latents
 
         # 5. denoise
-        preview = None
+        steps_done = 0
         with self.progress_bar(total=len(timesteps)) as bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
@@ -372,7 +377,7 @@ class STraGPipeline(DiffusionPipeline):
                 out = self.transformer(hidden_states=x, timestep=t.expand(x.shape[0]),
                                        encoder_hidden_states=embeds, motion_features=features,
                                        return_dict=False)[0].float()
-                noise_pred = out[:1] + guidance_scale * (out[:1] - out[1:]) if do_cfg else out
+                noise_pred = out[1:] + guidance_scale * (out[:1] - out[1:]) if do_cfg else out  # [cond, uncond]
                 x0 = latents - sigma.to(latents) * noise_pred  # clean estimate (velocity = noise - x0)
                 latents = sched.step(noise_pred, t, latents, return_dict=False)[0]
                 if callback_on_step_end is not None:
@@ -380,14 +385,13 @@ class STraGPipeline(DiffusionPipeline):
                                  negative_prompt_embeds=negative_prompt_embeds)
                     kwargs = {k: local[k] for k in callback_on_step_end_tensor_inputs}
                     if preview_every and ((i + 1) % preview_every == 0 or i + 1 == len(timesteps)):
-                        preview = self.decode_scene(x0, image_t, depth_t, K, prompt, {"preview_step": i + 1})
-                        kwargs["preview"] = preview
+                        kwargs["preview"] = self.decode_scene(x0, image_t, depth_t, K, prompt, {"preview_step": i + 1})
                     result = callback_on_step_end(self, i, t, kwargs) or {}
                     latents = result.get("latents", latents)
+                steps_done += 1
                 bar.update()
 
         # 6. decode -> Scene4D
-        steps_done = i + 1 if not self.interrupt else i
         final = x0 if self.interrupt else latents
         metadata = dict(
             model="more4d.STraGPipeline", preset=self.preset, prompt=prompt, negative_prompt=negative_prompt,

@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -31,6 +33,13 @@ from more4d.scene import Scene4D
 logger = logging.getLogger(__name__)
 
 CameraLike = Union[str, CameraPath, CameraTrajectory]
+VISM_COMPONENTS = ("vae", "vism_transformer", "vism_image_encoder", "tokenizer", "text_encoder")
+LORA_FILE = "vism/lora.safetensors"  # optional in a weights folder: merged into the transformer at load
+# sampling defaults per weights preset (METHOD.md: 50 steps, CFG 6 at full scale; tiny: fast on a CPU)
+VISM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": dict(num_inference_steps=4, guidance_scale=1.0, shift=3.0),
+    "wan2.1-14b": dict(num_inference_steps=50, guidance_scale=6.0, shift=3.0),
+}
 
 
 @dataclass
@@ -97,14 +106,64 @@ class ViSMPipeline(DiffusionPipeline):
     _optional_components = ["transformer", "vae", "scheduler", "text_encoder", "tokenizer", "image_encoder"]
 
     def __init__(self, transformer=None, vae=None, scheduler=None, text_encoder=None, tokenizer=None,
-                 image_encoder=None) -> None:
+                 image_encoder=None, defaults: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=text_encoder,
                               tokenizer=tokenizer, image_encoder=image_encoder)
+        self.defaults = dict(VISM_DEFAULTS["wan2.1-14b"], **(defaults or {}))
+        self.preset = None
 
+    @classmethod
+    def from_preset(cls, preset: str = "tiny", weights_dir: str | os.PathLike | None = None,
+                    device: str | torch.device | None = "cpu", dtype: str | torch.dtype | None = None, *,
+                    text_encoder: torch.nn.Module | None = None, tokenizer: Any = None,
+                    lora_weight: float = 0.55) -> ViSMPipeline:
+        """Build from a weights preset ("tiny" | "wan2.1-14b"; see `more4d.weights`).
+
+        A text encoder/tokenizer already loaded (e.g. by the STraG stage) can be passed to share it. If the weights
+        folder holds `vism/lora.safetensors` (more4d or the authors' kohya format) it is merged at `lora_weight`.
+        """
+        from more4d.models.lora import load_lora, merge_lora
+        from more4d.weights import get_preset, load_components
+        from more4d.weights.presets import weights_folder
+
+        spec = get_preset(preset)
+        only = [c for c in VISM_COMPONENTS if not (c == "text_encoder" and text_encoder is not None)
+                and not (c == "tokenizer" and tokenizer is not None)]
+        comps = load_components(preset, weights_dir, device=device, dtype=dtype, only=only)
+        lora = weights_folder(spec, weights_dir) / LORA_FILE
+        if lora.is_file():
+            load_lora(comps["vism_transformer"], lora)
+            merge_lora(comps["vism_transformer"], lora_weight)
+        defaults = VISM_DEFAULTS.get(spec.name, {})
+        pipe = cls(transformer=comps["vism_transformer"], vae=comps["vae"], image_encoder=comps["vism_image_encoder"],
+                   text_encoder=text_encoder or comps["text_encoder"], tokenizer=tokenizer or comps["tokenizer"],
+                   scheduler=FlowMatchEulerDiscreteScheduler(shift=defaults.get("shift", 3.0)), defaults=defaults)
+        pipe.preset = spec.name
+        return pipe
+
+    # -- memory options ------------------------------------------------------------------------------------------
     @property
     def interrupt(self) -> bool:
         return getattr(self, "_interrupt", False)
+
+    def enable_vae_tiling(self) -> None:
+        """Encode/decode the VAE in spatial tiles (lower peak memory at large sizes)."""
+        self.vae.enable_tiling()
+
+    def set_attention_backend(self, backend: str) -> None:
+        """Attention backend of the transformer, e.g. "native" (SDPA), "flash", "_native_cudnn", "sage"."""
+        self.transformer.set_attention_backend(backend)
+
+    def release(self, *names: str) -> None:
+        """Free models (all when no name is given), e.g. `release("text_encoder")` to hand it elsewhere."""
+        for name in names or tuple(self.components):
+            if name not in self.components:
+                raise InputError(f"unknown component {name!r}; expected one of {sorted(self.components)}")
+            self.register_modules(**{name: None})
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def encode_prompt(self, prompt: list[str], device: torch.device, max_sequence_length: int | None = None,
                       ) -> torch.Tensor:
@@ -155,10 +214,11 @@ class ViSMPipeline(DiffusionPipeline):
         prompt: str | None = None,
         negative_prompt: str = "",
         *,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 6.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         shift: float | None = None,
         generator: torch.Generator | None = None,
+        seed: int | None = None,
         height: int | None = None,
         width: int | None = None,
         fps: float | None = None,
@@ -174,8 +234,8 @@ class ViSMPipeline(DiffusionPipeline):
             camera: preset name (`more4d.camera.PRESET_NAMES`), CameraPath, CameraTrajectory (resampled to the
                 scene's frame count if needed), or a list of them (a batch).
             prompt: text prompt (default: the scene's prompt); negative_prompt: for classifier-free guidance.
-            num_inference_steps, guidance_scale (CFG on text, off at <= 1), shift (flow shift; default: the
-                scheduler's), generator: sampling controls.
+            num_inference_steps, guidance_scale (CFG on text, off at <= 1), shift (flow shift): default to
+                `self.defaults` (the preset's); generator / seed: noise source (default seed 0).
             height, width: output size (default: the scene's image size; multiples of 16 for the model).
             fps: frame rate recorded in the output (default: the scene's).
             render_only: skip the model and return the splat render as `frames`.
@@ -183,6 +243,14 @@ class ViSMPipeline(DiffusionPipeline):
         Returns:
             ViSMOutput(frames, render, mask, fps).
         """
+        d = self.defaults
+        num_inference_steps = int(d["num_inference_steps"] if num_inference_steps is None else num_inference_steps)
+        guidance_scale = float(d["guidance_scale"] if guidance_scale is None else guidance_scale)
+        shift = float(d["shift"] if shift is None else shift)
+        if not shift > 0 or shift == float("inf"):
+            raise InputError(f"shift must be a finite number > 0, got {shift}")
+        if generator is None:
+            generator = torch.Generator("cpu").manual_seed(0 if seed is None else int(seed))
         height = scene.height if height is None else int(height)
         width = scene.width if width is None else int(width)
         self.check_inputs(scene, height, width, render_only, guidance_scale, num_inference_steps,
@@ -221,8 +289,8 @@ class ViSMPipeline(DiffusionPipeline):
 
         # 3. timesteps and noise
         scheduler = self.scheduler
-        if shift is not None:
-            scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, shift=float(shift))
+        if shift != scheduler.config.get("shift", shift):
+            scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, shift=shift)
         scheduler.set_timesteps(num_inference_steps, device=device)
         shape = (B, LATENT_CHANNELS, *cond_latents.shape[2:])
         latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)

@@ -71,6 +71,11 @@ def splat_gsplat(
     for b in range(means.shape[0]):
         keep = valid[b]
         n = int(keep.sum())
+        if n == 0:  # nothing in front of this camera
+            rgbs.append(means.new_zeros(height, width, 3))
+            depths.append(means.new_zeros(height, width))
+            alphas.append(means.new_zeros(height, width))
+            continue
         quats = means.new_zeros(n, 4)
         quats[:, 0] = 1.0
         render, alpha, _ = gsplat.rasterization(

@@ -26,7 +26,6 @@ NEAR_PLANE = 1e-3  # points with camera z below this (or behind the camera) are 
 FOOTPRINT_PX = 0.75  # default radius in pixels: any 1-px grid of points covers every pixel centre (> sqrt(2)/2)
 GAUSSIAN_SIGMA_PER_RADIUS = 1.0 / 1.5  # gaussian mode: sigma = radius / 1.5, so the 3-sigma support is 2 radii
 DEPTH_TOLERANCE = 1e-2  # disk mode: splats within 1 % of the nearest depth count as the same surface
-GAUSSIAN_LAYERS = 8  # gaussian mode composites the 8 nearest contributions per pixel, front to back
 HOLE_THRESHOLD = 0.5  # alpha below this is a hole (nothing covers the pixel)
 MAX_FOOTPRINT_PX = 16  # splat windows are at most (2 * 16 + 1)^2 pixels; larger footprints are truncated
 ALPHA_MIN = 1.0 / 255.0  # gaussian contributions below this are skipped (as in gsplat)
@@ -96,8 +95,8 @@ def render_points(
 
     .. note::
         ``mode="gaussian"`` draws isotropic 3D Gaussians (sigma = radius / 1.5, projected like gsplat) and
-        composites the ``GAUSSIAN_LAYERS`` nearest contributions per pixel front to back, with gsplat's
-        alpha rules (cap 0.999, skip below 1/255, stop when transmittance would fall under 1e-4).
+        composites every contribution per pixel front to back in depth order, with gsplat's alpha rules
+        (cap 0.999, skip below 1/255, stop when transmittance would fall under 1e-4).
 
     .. note::
         ``radius=None`` sizes each point to ``FOOTPRINT_PX`` pixels of the rendering camera, so a dense
@@ -125,6 +124,7 @@ def render_points(
         B = 1 when no input is batched.
 
     Example:
+        >>> K = more4d.geometry.intrinsics_from_fov(55.0, 64, 64)
         >>> pts = torch.rand(1000, 3) + torch.tensor([0.0, 0.0, 2.0])
         >>> out = render_points(pts, torch.rand(1000, 3), torch.eye(4), K, 64, 64)
         >>> out.rgb.shape, out.hole_mask.shape
@@ -370,27 +370,23 @@ def _composite_disks(pix, pid, q, colors, z, opacity, num_pix):
 
 
 def _composite_gaussians(pix, pid, q, colors, z, opacity, num_pix):
-    """Front-to-back compositing of the `GAUSSIAN_LAYERS` nearest contributions per pixel.
+    """Front-to-back compositing of every contribution per pixel, in depth order (as gsplat).
 
-    One sort orders the entries by (pixel, depth); each entry's rank in its pixel and the transmittance in
-    front of it follow from `GAUSSIAN_LAYERS - 1` shifted products, with no loop over points or pixels.
+    One sort orders the entries by (pixel, depth); the transmittance in front of each entry is the exp of a
+    segmented cumulative sum of log(1 - alpha) (float64), so there is no loop over points, pixels or layers.
     """
     # positive float32 depths order like their int32 bit patterns (31 bits): sort key = pixel, then depth
     zbits = z.detach().contiguous().view(torch.int32).long()
     key, order = torch.sort((pix << 31) | zbits[pid], stable=True)
-    pix = key >> 31
+    pix, pid = key >> 31, pid[order]
+    alpha_e = (opacity[pid] * torch.exp(-0.5 * q[order])).clamp(max=ALPHA_MAX)
     pos = torch.arange(pix.numel(), device=pix.device)
     is_start = torch.ones_like(pix, dtype=torch.bool)
     is_start[1:] = pix[1:] != pix[:-1]
-    rank = pos - torch.cummax(torch.where(is_start, pos, torch.zeros_like(pos)), 0).values
-    front = torch.nonzero(rank < GAUSSIAN_LAYERS).squeeze(1)
-    order, pix, rank = order[front], pix[front], rank[front]
-    pid = pid[order]
-    alpha_e = (opacity[pid] * torch.exp(-0.5 * q[order])).clamp(max=ALPHA_MAX)
-    trans = torch.ones_like(alpha_e)  # transmittance in front of each entry
-    for j in range(1, GAUSSIAN_LAYERS):
-        ahead = torch.cat([alpha_e.new_zeros(j), alpha_e[:-j]])
-        trans = trans * torch.where(rank >= j, 1.0 - ahead, torch.ones_like(ahead))
+    start = torch.cummax(torch.where(is_start, pos, torch.zeros_like(pos)), 0).values  # first entry of the pixel
+    log_keep = torch.log1p(-alpha_e.double())
+    before = torch.cumsum(log_keep, 0) - log_keep  # sum of log(1 - alpha) over all earlier entries
+    trans = torch.exp(before - before[start]).float()  # transmittance in front of each entry, within its pixel
     # gsplat: the contribution that would drop transmittance to 1e-4 ends the pixel and is not added
     vis = torch.where(trans * (1.0 - alpha_e) > TRANSMITTANCE_MIN, alpha_e * trans, torch.zeros_like(trans))
     rgb = colors.new_zeros(num_pix, 3).index_add(0, pix, vis[:, None] * colors[pid])

@@ -318,7 +318,8 @@ def save_random_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
     }
     for sub, part in parts.items():
         if isinstance(part, torch.nn.Module):
-            part = part.to(torch.float16)
+            for p in part.parameters():  # plain cast (ModelMixin.to warns about fp32-kept modules)
+                p.data = p.data.to(torch.float16)
         part.save_pretrained(root / sub)
     return root
 

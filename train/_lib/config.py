@@ -18,12 +18,12 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from more4d.errors import InputError
+from more4d.eval.evaluate import HELD_OUT_SEED_START
 
 DataSource = Literal["synth_on_the_fly", "synth_dir", "more4d_dir", "seed_dir"]
 
 # Held-out evaluation seeds start here (more4d.eval); validation seeds sit just below; training seeds are
 # `data.train_seed_start + sample index`, far below both.
-HELD_OUT_SEED_START = 1_000_000_000
 VALIDATION_SEED_START = HELD_OUT_SEED_START - 1_000
 
 

@@ -102,9 +102,14 @@ class ClipFolder(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> Any:
-        from more4d.data import read_clip, read_seed_clip
+        if self.source == "seed_dir":
+            from more4d.data import read_seed_clip
 
-        clip = read_seed_clip(self.items[i]) if self.source == "seed_dir" else read_clip(self.items[i])
+            clip = read_seed_clip(self.items[i])
+        else:
+            from more4d.data import read_clip
+
+            clip = read_clip(self.items[i])
         clip.caption = clip.caption + self.caption_suffix
         return clip
 

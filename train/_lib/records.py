@@ -84,36 +84,42 @@ def plot_curves(metrics_path: Path, png_path: Path, title: str = "") -> None:
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.86 if title else 0.92, wspace=0.3, hspace=0.6)
     with atomic_write(png_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+        fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
 
 
 def save_image_grid(path: Path, rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str] = (),
                     col_titles: Sequence[str] = ()) -> None:
-    """Save a grid of images (each `(H, W, 3)` float in [0, 1] or `(H, W)` scalar map) as one PNG."""
-    import matplotlib
+    """Save a grid of images (each `(H, W, 3)` float in [0, 1] or `(H, W)` scalar map, shown in turbo) as one PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Tiles are resized to the first image's size; titles are drawn above columns and inside the first column.
+    """
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw
 
-    n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.9 * n_cols, 1.9 * n_rows), squeeze=False)
+    def tile(img: np.ndarray, size: tuple[int, int]) -> Image.Image:
+        img = np.nan_to_num(np.asarray(img, dtype=np.float32))
+        if img.ndim == 2:
+            lo, hi = float(img.min()), float(img.max())
+            img = colormaps["turbo"]((img - lo) / max(hi - lo, 1e-8))[..., :3]
+        out = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
+        return out if out.size == size else out.resize(size, Image.BILINEAR)
+
+    first = np.asarray(rows[0][0])
+    h, w = max(first.shape[0], 96), max(first.shape[1], 96)
+    head = 14 if col_titles else 0
+    n_cols = max(len(r) for r in rows)
+    canvas = Image.new("RGB", (n_cols * (w + 2), head + len(rows) * (h + 2)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, title in enumerate(col_titles):
+        draw.text((j * (w + 2) + 2, 1), str(title)[:40], fill="black")
     for i, row in enumerate(rows):
-        for j in range(n_cols):
-            ax = axes[i, j]
-            ax.axis("off")
-            if j < len(row):
-                img = np.asarray(row[j], dtype=np.float32)
-                ax.imshow(np.clip(img, 0, 1) if img.ndim == 3 else img, cmap=None if img.ndim == 3 else "turbo")
-            if i == 0 and j < len(col_titles):
-                ax.set_title(col_titles[j], fontsize=7)
+        for j, img in enumerate(row):
+            canvas.paste(tile(img, (w, h)), (j * (w + 2), head + i * (h + 2)))
         if i < len(row_titles):
-            axes[i, 0].text(-0.05, 0.5, row_titles[i], transform=axes[i, 0].transAxes, ha="right", va="center",
-                            fontsize=7)
-    fig.tight_layout()
+            draw.text((3, head + i * (h + 2) + 2), str(row_titles[i])[:48], fill="white")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+        canvas.save(tmp, format="PNG")

@@ -151,6 +151,7 @@ class Run:
         self.models: dict[str, torch.nn.Module] = {}
         self.emas: dict[str, EMAModel] = {}
         self.wrapped: list[torch.nn.Module] = []
+        self.no_export: set[str] = set()
         self.last_metrics: dict[str, float] = {}
         self._validated, self._validated_metrics = -1, {}
         self.command = " ".join([Path(sys.argv[0]).name if argv is None else f"train_{name}.py", *(
@@ -193,8 +194,12 @@ class Run:
     def prepare(self, *objs: Any) -> Any:
         return self.accelerator.prepare(*objs)
 
-    def track(self, models: dict[str, torch.nn.Module]) -> None:
-        """Checkpoint/export these (prepared) models under their names (paths like `strag/transformer`)."""
+    def track(self, models: dict[str, torch.nn.Module], no_export: tuple[str, ...] = ()) -> None:
+        """Checkpoint/export these (prepared) models under their names (paths like `strag/transformer`).
+
+        `no_export`: names checkpointed but not exported as whole models (e.g. a LoRA-wrapped base model).
+        """
+        self.no_export = set(no_export)
         for name, wrapped in models.items():
             module = self.accelerator.unwrap_model(wrapped)
             self.wrapped.append(wrapped)
@@ -346,13 +351,14 @@ class Run:
                 samples += samples_per_batch * acc.num_processes
                 if not acc.sync_gradients:
                     continue
-                grad_norm = float(acc.clip_grad_norm_(params, cfg.max_grad_norm)) if not bad_window else math.nan
-                if not bad_window and not math.isfinite(grad_norm):
+                norm = None if bad_window else acc.clip_grad_norm_(params, cfg.max_grad_norm)  # None: DeepSpeed
+                grad_norm = math.nan if norm is None else float(norm)
+                if norm is not None and not math.isfinite(grad_norm):
                     bad_window = True
                     self._record_nonfinite("grad_norm", grad_norm)
                 if not bad_window:
                     optimizer.step()
-                lr_scheduler.step()
+                    lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             self.step += 1
             if not bad_window:
@@ -413,6 +419,8 @@ class Run:
         """Write each tracked model (EMA weights if any) as a `save_pretrained` folder in `export_dtype`."""
         dtype = getattr(torch, self.cfg.export_dtype)
         for name, module in self.models.items():
+            if name in self.no_export:
+                continue
             if self.sharded:
                 state = self.accelerator.get_state_dict(self.wrapped[list(self.models).index(name)])
                 if self.is_main:

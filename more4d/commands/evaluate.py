@@ -1,0 +1,39 @@
+"""`more4d eval [--model tiny] [--num-clips N] [--out report.json]`: the tiny models on held-out synth seeds.
+
+Reproduces the numbers of train/runs/tiny/REPORT.md: depth AbsRel/delta1, 4D-STraG end-point error vs the
+zero-motion and mean-motion baselines (per motion type, prompt-swap test), motion-VAE reconstruction error in
+metric units, 4D-ViSM hole-region PSNR/SSIM vs the raw render and nearest-neighbour filling.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from more4d.weights.presets import PRESETS
+
+
+def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help_text, description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny", choices=sorted(PRESETS), help="model preset (default: tiny)")
+    parser.add_argument("--weights", default=None, help="local weights folder (default: the preset's own)")
+    parser.add_argument("--num-clips", type=int, default=32, help="held-out clips to evaluate (default: 32)")
+    parser.add_argument("--steps", type=int, default=None, help="STraG denoising steps (default: the preset's)")
+    parser.add_argument("--vism-steps", type=int, default=10, help="ViSM denoising steps (default: 10)")
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    parser.add_argument("--out", default=None, help="write the full report (per-clip rows too) as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no per-clip progress lines")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from more4d.eval.evaluate import evaluate, format_report, write_report
+    from more4d.io import check_output_path
+
+    if args.out:
+        check_output_path(args.out)
+    report = evaluate(args.model, args.weights, num_clips=args.num_clips, device=args.device,
+                      num_inference_steps=args.steps, vism_steps=args.vism_steps, progress=not args.quiet)
+    print(format_report(report))
+    if args.out:
+        print(f"report: {write_report(report, args.out)}")
+    return 0

@@ -1,0 +1,290 @@
+"""Evaluate the tiny models on held-out TrajScene-Synth seeds (the numbers of train/runs/tiny/REPORT.md).
+
+Held-out seeds start at `HELD_OUT_SEED_START` (training uses seeds far below, validation sits just below).
+Measured, each against its baselines (issue 6 quality bars):
+- depth: AbsRel and delta1 of the depth model on frame 0;
+- 4D-STraG with *predicted* depth: mean 3D end-point error over frames (visible tracks) vs zero motion (points
+  frozen at frame 0) and the mean-motion field (the training set's mean normalised motion, `mean_motion_field`),
+  per motion type; a prompt-swap test (left <-> right, up <-> down in the caption must flip the motion);
+- motion VAE: reconstruction EPE in metric units (GT motion encoded, decoded, inverse-normalised with GT depth);
+- 4D-ViSM on a novel camera: PSNR/SSIM in hole regions vs the raw splat render and nearest-neighbour filling.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from more4d.data.synth import SynthBatch, SynthConfig, generate_batch
+from more4d.errors import InputError
+from more4d.eval.metrics import depth_abs_rel, depth_delta1, nearest_fill, psnr, ssim, track_epe
+from more4d.geometry import (
+    denormalize_motion,
+    motion_alphas,
+    motion_to_video,
+    normalize_motion,
+    video_to_motion,
+)
+from more4d.io import atomic_write
+
+HELD_OUT_SEED_START = 1_000_000_000
+MEAN_MOTION_SIZE = 64  # the mean field is stored at 64 x 64 and resized bilinearly
+MEAN_MOTION_FILE = Path(__file__).resolve().parents[2] / "assets" / "eval" / "mean_motion_tiny.safetensors"
+SWAPS = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+# -- mean-motion baseline ---------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def mean_motion_field(num_clips: int = 512, config: SynthConfig | None = None, device: str | torch.device = "cpu",
+                      batch_size: int = 16, seed_start: int = 0) -> torch.Tensor:
+    """The mean normalised motion `(3, T, 64, 64)` over training seeds `seed_start ... + num_clips` (valid tracks)."""
+    config = config or SynthConfig(novel_views=0)
+    total, count = 0.0, 0.0
+    for first in range(seed_start, seed_start + num_clips, batch_size):
+        batch = generate_batch(range(first, min(first + batch_size, seed_start + num_clips)), config, device)
+        B, T, H, W = batch.frames.shape[:4]
+        for b in range(B):
+            m, valid = normalize_motion(batch.points[b].float(), motion_alphas(batch.K[b].cpu(), (H, W)))
+            video = motion_to_video(m, H, W)  # (3, T, H, W)
+            w = valid.view(1, 1, H, W).float()
+            total = total + F.interpolate(video * w, size=(MEAN_MOTION_SIZE,) * 2, mode="area")
+            count = count + F.interpolate(w.expand(1, T, H, W), size=(MEAN_MOTION_SIZE,) * 2, mode="area")
+    return (total / count.clamp_min(1e-6)).cpu()
+
+
+def save_mean_motion(field: torch.Tensor, path: str | os.PathLike = MEAN_MOTION_FILE, **meta: Any) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
+        save_file({"mean_motion": field.half().contiguous()}, str(tmp), metadata={k: str(v) for k, v in meta.items()})
+    return path
+
+
+def load_mean_motion(path: str | os.PathLike = MEAN_MOTION_FILE) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise InputError(f"mean-motion file {str(path)!r} is missing; write it with "
+                         "`python -m more4d.eval.evaluate --write-mean-motion`")
+    return load_file(str(path))["mean_motion"].float()
+
+
+def apply_mean_motion(field: torch.Tensor, points0: torch.Tensor, K: torch.Tensor, image_size: tuple[int, int],
+                      num_frames: int) -> torch.Tensor:
+    """The mean field `(3, T', 64, 64)` resized to `(T, H, W)`, inverse-normalised around `points0 (N, 3)`."""
+    H, W = image_size
+    video = F.interpolate(field[None], size=(num_frames, H, W), mode="trilinear", align_corners=True)[0]
+    return denormalize_motion(video_to_motion(video), points0, motion_alphas(K, (H, W)))
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+
+DIRECTION = re.compile(r"\b(left|right|up|down)\b")
+
+
+def swap_direction(caption: str) -> tuple[str, int] | None:
+    """Swap the one object direction word (left<->right, up<->down) of a caption; returns (caption, image axis).
+
+    Camera phrases (after " while ") are kept: tracks live in camera-0 coordinates, where camera motion does not
+    move them. None unless the object part names exactly one direction.
+    """
+    objects, sep, camera = caption.partition(" while ")
+    words = DIRECTION.findall(objects)
+    if len(words) != 1:
+        return None
+    return DIRECTION.sub(lambda m: SWAPS[m.group(1)], objects) + sep + camera, 0 if words[0] in ("left", "right") else 1
+
+
+def mean_image_motion(points: torch.Tensor, K: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """Mean image-plane displacement `(2,)` (pixels, last frame vs frame 0) of the `moving (N,)` tracks."""
+    uv = (points @ K.T)[..., :2] / points[..., 2:3].clamp_min(1e-4)
+    return (uv[-1] - uv[0])[moving].mean(0) if moving.any() else torch.zeros(2)
+
+
+def _summary(values: list[float]) -> float:
+    v = [x for x in values if math.isfinite(x)]
+    return float(sum(v) / len(v)) if v else math.nan
+
+
+# -- the evaluation ---------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(model: str = "tiny", weights_dir: str | os.PathLike | None = None, num_clips: int = 32,
+             device: str | torch.device | None = None, num_inference_steps: int | None = None,
+             vism_steps: int = 10, seed_start: int = HELD_OUT_SEED_START, progress: bool = True) -> dict[str, Any]:
+    """Run every measurement on `num_clips` held-out clips; returns the report dict (see module docstring)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from more4d.pipelines.strag import STraGPipeline
+    from more4d.pipelines.vism import ViSMPipeline
+    from more4d.weights import load_components, resolve_device
+
+    if num_clips < 1:
+        raise InputError(f"num_clips must be >= 1, got {num_clips}")
+    dev = resolve_device(device)
+    t0 = time.monotonic()
+    strag = STraGPipeline.from_preset(model, weights_dir, device=dev)
+    strag.set_progress_bar_config(disable=True)
+    vc = load_components(model, weights_dir, device=dev, only=("vae", "text_encoder", "tokenizer", "vism_transformer",
+                                                               "vism_image_encoder"))
+    vism = ViSMPipeline(transformer=vc["vism_transformer"], vae=vc["vae"], text_encoder=vc["text_encoder"],
+                        tokenizer=vc["tokenizer"], image_encoder=vc["vism_image_encoder"],
+                        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0))
+    vism.set_progress_bar_config(disable=True)
+    H, W = strag.resolution
+    T = strag.defaults["num_frames"]
+    config = SynthConfig(num_frames=T, height=H, width=W, novel_views=1)
+    mean_field = load_mean_motion()
+
+    rows: list[dict[str, Any]] = []
+    for i in range(num_clips):
+        batch = generate_batch([seed_start + i], config, "cpu")
+        rows.append(_evaluate_clip(batch, strag, vism, mean_field, num_inference_steps, vism_steps))
+        if progress:
+            r = rows[-1]
+            print(f"[{i + 1}/{num_clips}] epe {r['epe']:.3f} (zero {r['epe_zero']:.3f}, mean {r['epe_mean']:.3f}) "
+                  f"depth absrel {r['abs_rel']:.3f} vism hole psnr {r['hole_psnr']:.2f}", flush=True)
+    return _report(rows, model, num_clips, seed_start, str(dev), time.monotonic() - t0)
+
+
+def _evaluate_clip(batch: SynthBatch, strag: Any, vism: Any, mean_field: torch.Tensor, steps: int | None,
+                   vism_steps: int) -> dict[str, Any]:
+    from more4d.pipelines.vism_conditioning import clip_view
+    from more4d.scene import Scene4D
+
+    clip = batch.clips()[0]
+    T, H, W = clip.frames.shape[:3]
+    image = clip.frames[0].float() / 255.0
+    gt, vis = clip.points.float(), clip.visibility
+    row: dict[str, Any] = {"seed": clip.meta["seed"], "caption": clip.caption,
+                           "motions": sorted({o["motion"] for o in clip.meta["objects"]}),
+                           "camera": clip.meta["camera_motion"]}
+    # depth
+    pred = strag.depth_estimator(image)
+    valid = clip.depth[0] > 1e-3
+    row["abs_rel"] = float(depth_abs_rel(pred.depth.cpu(), clip.depth[0], valid))
+    row["delta1"] = float(depth_delta1(pred.depth.cpu(), clip.depth[0], valid))
+    # STraG with predicted depth, baselines from the same frame-0 points
+    scene = strag(image, clip.caption, num_frames=T, num_inference_steps=steps, seed=0)
+    p0 = scene.points[0]
+    row["epe"] = float(track_epe(scene.points, gt, vis))
+    row["epe_zero"] = float(track_epe(p0.expand_as(gt), gt, vis))
+    row["epe_mean"] = float(track_epe(apply_mean_motion(mean_field, p0, scene.K, (H, W), T), gt, vis))
+    # prompt swap: the horizontal/vertical image motion of moving tracks must follow the direction word
+    swap = swap_direction(clip.caption)
+    if swap is not None:
+        swapped, axis = swap
+        moving = (gt[-1] - gt[0]).norm(dim=-1) > 0.05 * gt[0, :, 2].clamp_min(1e-3)
+        d_gt = mean_image_motion(gt, clip.K.float(), moving)[axis]
+        d_orig = mean_image_motion(scene.points, scene.K, moving)[axis]
+        alt = strag(image, swapped, num_frames=T, num_inference_steps=steps, seed=0)
+        d_swap = mean_image_motion(alt.points, alt.K, moving)[axis]
+        row["swap"] = {"caption": swapped, "gt": float(d_gt), "orig": float(d_orig), "swapped": float(d_swap),
+                       "follows": bool(d_orig * d_gt > 0 and d_swap * d_gt < 0)}
+    # motion VAE reconstruction in metric units (GT motion, GT depth)
+    alphas = motion_alphas(clip.K.float(), (H, W))
+    m, ok = normalize_motion(gt, alphas)
+    mvae = strag.motion_vae
+    video = motion_to_video(m, H, W)[None].to(mvae.device, mvae.dtype)
+    recon = video_to_motion(mvae.decode_motion(mvae.encode_motion(video))[0].float().cpu())
+    row["vae_epe"] = float(track_epe(denormalize_motion(recon, gt[0], alphas), gt, vis, ok))
+    # ViSM on the novel camera: holes only
+    truth_scene = Scene4D(points=gt, colors=clip.colors.float(), visibility=vis, K=clip.K.float(), image_size=(H, W),
+                          fps=clip.fps, prompt=clip.caption)
+    traj, frames = clip_view(clip, 0)
+    out = vism(truth_scene, traj, num_inference_steps=vism_steps, guidance_scale=1.0,
+               generator=torch.Generator().manual_seed(0), output_type="pt")
+    true, hole = frames.float() / 255.0, out.mask[0]
+    render, filled = out.render[0], nearest_fill(out.render[0], out.mask[0])
+    row["hole_fraction"] = float(hole.float().mean())
+    for key, img in (("hole", out.frames[0]), ("hole_render", render), ("hole_nearest", filled)):
+        row[f"{key}_psnr"] = float(psnr(img, true, hole).nanmean())
+        row[f"{key}_ssim"] = float(ssim(img, true, hole).nanmean())
+    row["full_psnr"] = float(psnr(out.frames[0], true).mean())
+    return row
+
+
+def _report(rows: list[dict[str, Any]], model: str, num_clips: int, seed_start: int, device: str,
+            seconds: float) -> dict[str, Any]:
+    def mean(key: str, subset: list[dict[str, Any]] | None = None) -> float:
+        return _summary([r[key] for r in (rows if subset is None else subset)])
+
+    epe, zero, mean_b = mean("epe"), mean("epe_zero"), mean("epe_mean")
+    per_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        for mtype in r["motions"]:
+            per_type[mtype].append(r)
+        per_type[f"camera:{r['camera']}"].append(r)
+    swaps = [r["swap"]["follows"] for r in rows if "swap" in r]
+    h, hr, hn = mean("hole_psnr"), mean("hole_psnr_render"), mean("hole_psnr_nearest")
+    return {
+        "model": model, "num_clips": num_clips, "seeds": [seed_start, seed_start + num_clips - 1], "device": device,
+        "seconds": round(seconds, 1),
+        "depth": {"abs_rel": mean("abs_rel"), "delta1": mean("delta1"), "bar_abs_rel_max": 0.10,
+                  "pass": mean("abs_rel") <= 0.10},
+        "strag": {"epe": epe, "epe_zero_motion": zero, "epe_mean_motion": mean_b,
+                  "reduction_vs_zero": 1.0 - epe / zero if zero else math.nan,
+                  "pass": bool(epe <= 0.6 * zero and epe < mean_b),
+                  "per_motion_type": {k: {"clips": len(v), "epe": mean("epe", v), "epe_zero_motion": mean("epe_zero", v),
+                                          "epe_mean_motion": mean("epe_mean", v)} for k, v in sorted(per_type.items())},
+                  "prompt_swap": {"clips": len(swaps), "follow_rate": sum(swaps) / len(swaps) if swaps else math.nan}},
+        "motion_vae": {"recon_epe_metric": mean("vae_epe")},
+        "vism": {"hole_psnr": h, "hole_psnr_render": hr, "hole_psnr_nearest": hn,
+                 "hole_ssim": mean("hole_ssim"), "hole_ssim_render": mean("hole_ssim_render"),
+                 "hole_ssim_nearest": mean("hole_ssim_nearest"), "full_psnr": mean("full_psnr"),
+                 "hole_fraction": mean("hole_fraction"), "gain_vs_render_db": h - hr, "pass": bool(h - hr >= 2.0)},
+        "clips": rows,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A readable plain-text table of a report (what `more4d eval` prints)."""
+    d, s, v = report["depth"], report["strag"], report["vism"]
+    ok = {True: "PASS", False: "MISS"}
+    lines = [
+        f"more4d eval: model {report['model']}, {report['num_clips']} held-out clips (seeds {report['seeds'][0]}.."
+        f"{report['seeds'][1]}), {report['device']}, {report['seconds']} s",
+        f"depth      AbsRel {d['abs_rel']:.4f} (bar <= 0.10: {ok[d['pass']]})   delta1 {d['delta1']:.4f}",
+        f"4D-STraG   EPE {s['epe']:.4f}  zero-motion {s['epe_zero_motion']:.4f}  mean-motion {s['epe_mean_motion']:.4f}"
+        f"  reduction {100 * s['reduction_vs_zero']:.1f}% (bar >= 40% and < mean: {ok[s['pass']]})",
+        f"           prompt swap follows direction: {s['prompt_swap']['follow_rate']:.2f} "
+        f"({s['prompt_swap']['clips']} clips)",
+        f"motion VAE recon EPE {report['motion_vae']['recon_epe_metric']:.4f} (metric units)",
+        f"4D-ViSM    hole PSNR {v['hole_psnr']:.2f} dB  raw render {v['hole_psnr_render']:.2f}  nearest fill "
+        f"{v['hole_psnr_nearest']:.2f}  (+{v['gain_vs_render_db']:.2f} dB, bar >= 2: {ok[v['pass']]})  "
+        f"hole SSIM {v['hole_ssim']:.3f}",
+        "per motion type            clips   EPE     zero    mean",
+    ]
+    for k, r in s["per_motion_type"].items():
+        lines.append(f"  {k:<24} {r['clips']:>5}  {r['epe']:.4f}  {r['epe_zero_motion']:.4f}  {r['epe_mean_motion']:.4f}")
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], path: str | os.PathLike) -> Path:
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1, default=float))
+    return Path(path)
+
+
+if __name__ == "__main__":  # python -m more4d.eval.evaluate --write-mean-motion [--num-clips N] [--device cuda]
+    import argparse
+
+    parser = argparse.ArgumentParser(description="write the mean-motion baseline file")
+    parser.add_argument("--write-mean-motion", action="store_true", required=True)
+    parser.add_argument("--num-clips", type=int, default=512)
+    parser.add_argument("--device", default="cpu")
+    a = parser.parse_args()
+    f = mean_motion_field(a.num_clips, device=a.device)
+    print(save_mean_motion(f, num_clips=a.num_clips, seeds=f"0..{a.num_clips - 1}", size=MEAN_MOTION_SIZE))

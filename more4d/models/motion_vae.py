@@ -1,0 +1,200 @@
+"""Motion-sensitive VAE: a Wan video VAE that sees the motion field m through two per-frame CNN adaptors.
+
+`encode_motion`: m `(B, 3, T, H, W)` -> encoder adaptor -> bounded pseudo-RGB in [-1, 1] -> Wan encoder ->
+normalised latents `(B, 16, t, h, w)`. `decode_motion`: latents -> Wan decoder -> decoder adaptor -> m.
+At init the encoder adaptor is exactly `tanh(m / 2)` and the decoder adaptor its inverse `2 atanh(v)`
+(METHOD.md "Motion-sensitive VAE"); both are residual CNNs with zero-initialised output convolutions.
+Module names follow the authors' `VAEEncoderadaptor` / `VAEDecoderadaptor` (seed_checkpoints.md §3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from diffusers import AutoencoderKLWan
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+from more4d.errors import InputError
+
+ATANH_CLAMP = 1e-4  # pseudo-RGB is clamped to [-1 + c, 1 - c] before the inverse map: |m| <= 2 atanh(1 - c) ~ 9.9
+
+
+def check_video(x: torch.Tensor, name: str, channels: int = 3) -> None:
+    """Raise InputError unless `x` is a floating `(B, channels, T, H, W)` tensor with T = 4k+1, H, W % 8 == 0."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 5 or x.shape[1] != channels or not x.is_floating_point():
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise InputError(f"`{name}` must be a float tensor (B, {channels}, T, H, W), got {shape}")
+    t, h, w = x.shape[2:]
+    if (t - 1) % 4 or h % 8 or w % 8:
+        raise InputError(f"`{name}` needs T = 4k+1 frames and H, W divisible by 8, got T={t}, H={h}, W={w}")
+
+
+def _latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (1, vae.config.z_dim, 1, 1, 1)
+    mean = torch.tensor(vae.config.latents_mean, device=like.device, dtype=like.dtype).view(shape)
+    std = torch.tensor(vae.config.latents_std, device=like.device, dtype=like.dtype).view(shape)
+    return mean, std
+
+
+def wan_encode(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
+    """Encode `video (B, 3, T, H, W)` in [-1, 1] to normalised latents `(B, z, (T-1)/4+1, H/8, W/8)`.
+
+    Deterministic: the posterior mean, then `(z - latents_mean) / latents_std` as diffusers' Wan pipelines do.
+    """
+    check_video(video, "video")
+    param = next(vae.parameters())
+    z = vae.encode(video.to(param.device, param.dtype)).latent_dist.mode()
+    mean, std = _latent_stats(vae, z)
+    return (z - mean) / std
+
+
+def wan_decode(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
+    """Decode normalised `latents (B, z, t, h, w)` to a video `(B, 3, 4(t-1)+1, 8h, 8w)` (unclamped, ~[-1, 1])."""
+    if latents.ndim != 5 or latents.shape[1] != vae.config.z_dim:
+        raise InputError(f"`latents` must be (B, {vae.config.z_dim}, t, h, w), got {tuple(latents.shape)}")
+    param = next(vae.parameters())
+    latents = latents.to(param.device, param.dtype)
+    mean, std = _latent_stats(vae, latents)
+    return vae.decode(latents * std + mean).sample
+
+
+class ResBlock2d(nn.Module):
+    """GroupNorm-SiLU-conv twice with a skip connection (the seed adaptors' `block`)."""
+
+    def __init__(self, channels: int, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(self.act(self.norm1(x)))
+        return x + self.conv2(self.act(self.norm2(h)))
+
+
+class _Adaptor(nn.Module):
+    """Per-frame residual CNN `(B, 3, T, H, W) -> (B, 3, T, H, W)`: `base(x) + conv_out(...)`, conv_out zero-init."""
+
+    def __init__(self, channels: int, groups: int, num_blocks: int):
+        super().__init__()
+        self.conv_in = nn.Conv2d(3, channels, 3, padding=1)
+        self.blocks = nn.ModuleList(ResBlock2d(channels, groups) for _ in range(num_blocks))
+        self.norm_out = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.conv_out = nn.Conv2d(channels, 3, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def base(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.conv_out(nn.functional.silu(self.norm_out(h)))
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        b, c, t, hh, ww = video.shape
+        frames = video.transpose(1, 2).reshape(b * t, c, hh, ww)
+        out = self.base(frames)
+        return out.reshape(b, t, c, hh, ww).transpose(1, 2)
+
+
+class MotionEncoderAdaptor(_Adaptor):
+    """m -> pseudo-RGB in [-1, 1]: `2 sigmoid(x + r(x)) - 1`; equals `tanh(m / 2)` at init (r = 0)."""
+
+    def base(self, x: torch.Tensor) -> torch.Tensor:
+        return 2.0 * torch.sigmoid(x + self.residual(x)) - 1.0
+
+
+class MotionDecoderAdaptor(_Adaptor):
+    """pseudo-RGB -> m: `2 atanh(clamp(v)) + r(v)`; the exact inverse of the encoder adaptor at init.
+
+    `inverse_skip=False` drops the atanh term (`m = r(v)`), as the authors' decoder adaptor does.
+    """
+
+    def __init__(self, channels: int, groups: int, num_blocks: int, inverse_skip: bool = True):
+        super().__init__(channels, groups, num_blocks)
+        self.inverse_skip = inverse_skip
+
+    def base(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.inverse_skip:
+            return self.residual(x)
+        v = x.clamp(-1.0 + ATANH_CLAMP, 1.0 - ATANH_CLAMP)
+        return 2.0 * torch.atanh(v) + self.residual(x)
+
+
+class MotionVAE(ModelMixin, ConfigMixin):
+    r"""A Wan video VAE (`self.vae`, diffusers `AutoencoderKLWan`) plus motion encoder/decoder adaptors.
+
+    Args mirror `AutoencoderKLWan` (`base_dim`, `z_dim`, `dim_mult`, `num_res_blocks`, `temperal_downsample`,
+    `latents_mean`, `latents_std`) plus the adaptors' width `adaptor_channels`, GroupNorm `adaptor_groups`,
+    residual blocks per adaptor, and `decoder_inverse_skip` (False for the authors' released adaptors).
+    Build one around an existing RGB VAE with `MotionVAE.from_vae(vae)` (copies its weights).
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        base_dim: int = 96,
+        z_dim: int = 16,
+        dim_mult: tuple[int, ...] = (1, 2, 4, 4),
+        num_res_blocks: int = 2,
+        temperal_downsample: tuple[bool, ...] = (False, True, True),
+        latents_mean: tuple[float, ...] | None = None,
+        latents_std: tuple[float, ...] | None = None,
+        adaptor_channels: int = 128,
+        adaptor_groups: int = 32,
+        encoder_adaptor_blocks: int = 1,
+        decoder_adaptor_blocks: int = 2,
+        decoder_inverse_skip: bool = True,
+    ) -> None:
+        super().__init__()
+        stats = {}
+        if latents_mean is not None:
+            stats["latents_mean"] = list(latents_mean)
+        if latents_std is not None:
+            stats["latents_std"] = list(latents_std)
+        self.vae = AutoencoderKLWan(
+            base_dim=base_dim, z_dim=z_dim, dim_mult=list(dim_mult), num_res_blocks=num_res_blocks,
+            temperal_downsample=list(temperal_downsample), **stats,
+        )
+        self.encoder_adaptor = MotionEncoderAdaptor(adaptor_channels, adaptor_groups, encoder_adaptor_blocks)
+        self.decoder_adaptor = MotionDecoderAdaptor(
+            adaptor_channels, adaptor_groups, decoder_adaptor_blocks, decoder_inverse_skip
+        )
+
+    @classmethod
+    def from_vae(cls, vae: AutoencoderKLWan, **adaptor_kwargs) -> MotionVAE:
+        """A MotionVAE whose Wan VAE is a copy of `vae` (config and weights); fresh adaptors."""
+        c = vae.config
+        model = cls(
+            base_dim=c.base_dim, z_dim=c.z_dim, dim_mult=tuple(c.dim_mult), num_res_blocks=c.num_res_blocks,
+            temperal_downsample=tuple(c.temperal_downsample), latents_mean=tuple(c.latents_mean),
+            latents_std=tuple(c.latents_std), **adaptor_kwargs,
+        )
+        model.vae.load_state_dict(vae.state_dict())
+        return model.to(device=vae.device, dtype=vae.dtype)
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """`video (B, 3, T, H, W)` in [-1, 1] -> normalised latents `(B, z, (T-1)/4+1, H/8, W/8)`."""
+        return wan_encode(self.vae, video)
+
+    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised `latents (B, z, t, h, w)` -> video `(B, 3, 4(t-1)+1, 8h, 8w)` (about [-1, 1])."""
+        return wan_decode(self.vae, latents)
+
+    def encode_motion(self, motion: torch.Tensor) -> torch.Tensor:
+        """Normalised motion field `m (B, 3, T, H, W)` -> normalised latents `(B, z, t, h, w)`."""
+        check_video(motion, "motion")
+        param = next(self.parameters())
+        return self.encode_video(self.encoder_adaptor(motion.to(param.device, param.dtype)))
+
+    def decode_motion(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised `latents (B, z, t, h, w)` -> motion field `m (B, 3, 4(t-1)+1, 8h, 8w)`."""
+        return self.decoder_adaptor(self.decode_video(latents))

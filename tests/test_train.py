@@ -1,0 +1,191 @@
+"""train/: the shared run machinery on a toy model, and each script for a few steps on tiny synthetic data (CPU).
+
+Each script test trains 2 steps (validation + checkpoint at step 2), then resumes to step 3 from the checkpoint,
+and checks: finite logged losses, checkpoint folders holding save_pretrained weights, the fp16 export.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TRAIN_DIR = Path(__file__).resolve().parents[1] / "train"
+# tiny data for CPU: 5 frames of 32 x 32, batch 2, 2 validation clips, fp32
+SMALL = ["mixed_precision=no", "data.num_frames=5", "data.height=32", "data.width=32", "data.batch_size=2",
+         "num_validation_clips=2", "log_steps=1", "validation_steps=2", "checkpointing_steps=2",
+         "use_ema=true", "lr_warmup_steps=1"]
+
+
+@pytest.fixture(autouse=True)
+def _train_path(monkeypatch):
+    from accelerate.state import AcceleratorState
+
+    monkeypatch.syspath_prepend(str(TRAIN_DIR))
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    from more4d.weights import save_random_tiny
+
+    return save_random_tiny(tmp_path_factory.mktemp("tiny_weights"))
+
+
+def script(name: str):
+    sys.path.insert(0, str(TRAIN_DIR))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(TRAIN_DIR))
+
+
+def run_script(name: str, config: str, out: Path, steps: int, extra: list[str]) -> dict:
+    mod = script(name)
+    argv = ["--config", str(TRAIN_DIR / "configs" / config), "--output-dir", str(out / "run"), "--export-dir",
+            str(out / "export"), "--max-steps", str(steps), "--set", *SMALL, *extra]
+    assert mod.main(argv) == 0
+    return json.loads((out / "run" / "summary.json").read_text())
+
+
+def check_run(out: Path, exported: list[str]) -> None:
+    records = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert any(k.startswith("val/") for r in records for k in r)
+    assert (out / "run" / "checkpoints" / "checkpoint-2" / "train_state.json").is_file()
+    assert (out / "run" / "curves.png").is_file() and list((out / "run" / "samples").glob("*.png"))
+    for name in exported:
+        files = list((out / "export" / name).glob("*.safetensors"))
+        assert files and (out / "export" / name / "config.json").is_file()
+        from safetensors.torch import load_file
+
+        assert all(t.dtype == torch.float16 for t in load_file(str(files[0])).values() if t.is_floating_point())
+
+
+def train_and_resume(name: str, config: str, out: Path, extra: list[str], exported: list[str]) -> None:
+    first = run_script(name, config, out, 2, extra)
+    assert first["complete"] and first["steps"] == 2 and first["nonfinite"] == 0
+    second = run_script(name, config, out, 3, extra)
+    assert second["steps"] == 3 and second["steps_this_run"] == 1  # resumed from checkpoint-2
+    check_run(out, exported)
+
+
+# -- scripts ------------------------------------------------------------------------------------------------------
+
+def test_train_depth_resumes(tmp_path):
+    extra = ["model.block_channels=[8,16]", "model.norm_groups=4", "model.sample_size=32", "frames_per_clip=2",
+             "init_from=null"]
+    train_and_resume("train_depth", "tiny_depth.yaml", tmp_path, extra, ["depth"])
+
+
+def test_train_vae_rgb_and_motion(tmp_path, tiny_weights):
+    train_and_resume("train_vae", "tiny_vae_rgb.yaml", tmp_path / "a", [f"init_from={tiny_weights}",
+                                                                          "num_stat_clips=2"], ["vae"])
+    train_and_resume("train_vae", "tiny_motion_vae.yaml", tmp_path / "b", [f"init_from={tiny_weights}",
+                                                                             "num_stat_clips=2"], ["motion_vae"])
+    summary = json.loads((tmp_path / "b" / "run" / "summary.json").read_text())
+    assert math.isfinite(summary["final_metrics"]["val/epe_m"])
+
+
+def test_train_strag(tmp_path, tiny_weights):
+    train_and_resume("train_strag", "tiny_strag.yaml", tmp_path, [f"init_from={tiny_weights}", "val_inference_steps=2"],
+                     ["strag/transformer", "strag/motion_encoder"])
+
+
+def test_train_vism(tmp_path, tiny_weights):
+    train_and_resume("train_vism", "tiny_vism.yaml", tmp_path, [f"init_from={tiny_weights}", "val_inference_steps=2",
+                                                                "data.num_novel_views=1"],
+                     ["vism/transformer", "vism/image_encoder"])
+
+
+# -- machinery ----------------------------------------------------------------------------------------------------
+
+def _toy_run(tmp_path: Path, **overrides):
+    from _lib.config import TrainConfig
+    from _lib.run import Run
+
+    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=4, mixed_precision="no", log_steps=1,
+                      checkpointing_steps=1, lr_warmup_steps=0, **overrides)
+    run = Run(cfg, "toy", [])
+    model = torch.nn.Linear(3, 2)
+    opt = run.optimizer(list(model.parameters()))
+    model, opt, sched = run.prepare(model, opt, run.lr_scheduler(opt))
+    run.track({"toy": model})
+    return run, model, opt, sched
+
+
+def _batches():
+    g = torch.Generator().manual_seed(0)
+    while True:
+        yield torch.randn(4, 3, generator=g)
+
+
+def test_run_nonfinite_is_counted_and_stops(tmp_path):
+    from _lib.run import TrainingError
+
+    run, model, opt, sched = _toy_run(tmp_path, max_nonfinite_steps=2)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def step(x):
+        return model(x).sum() * float("nan"), {}
+
+    with pytest.raises(TrainingError, match="non-finite"):
+        run.fit(step, _batches(), opt, sched, list(model.parameters()), samples_per_batch=4)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # no update applied
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events if "event" in e] == ["nonfinite_loss", "nonfinite_loss"]
+
+
+def test_run_checkpoint_limit_budget_and_export(tmp_path):
+    run, model, opt, sched = _toy_run(tmp_path, checkpoints_total_limit=2, export_dir=str(tmp_path / "export"))
+    stop = run.fit(lambda x: (model(x).pow(2).mean(), {}), _batches(), opt, sched, list(model.parameters()),
+                   samples_per_batch=4)
+    assert stop == "max_steps"
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-3", "checkpoint-4"]
+    assert (tmp_path / "checkpoints" / "checkpoint-4" / "ema" / "toy" / "model.safetensors").is_file()
+    summary = run.finish(stop)
+    assert summary["complete"] and (tmp_path / "export" / "toy" / "model.safetensors").is_file()
+
+
+def test_run_time_budget_stops_cleanly(tmp_path):
+    run, model, opt, sched = _toy_run(tmp_path, max_minutes=1e-6)
+    stop = run.fit(lambda x: (model(x).pow(2).mean(), {}), _batches(), opt, sched, list(model.parameters()),
+                   samples_per_batch=4)
+    assert stop == "max_minutes" and run.step == 1
+    assert not run.finish(stop)["complete"] and run.checkpoints()
+
+
+def test_config_validation(tmp_path):
+    import argparse
+
+    from _lib.config import add_common_args, config_from_args
+    from more4d.errors import InputError
+
+    train_depth = script("train_depth")
+    parser = argparse.ArgumentParser()
+    add_common_args(parser)
+    cfg_file = TRAIN_DIR / "configs" / "tiny_depth.yaml"
+
+    def load(*sets: str):
+        return config_from_args(train_depth.DepthConfig, parser.parse_args(["--config", str(cfg_file), "--set", *sets]))
+
+    assert load("model.norm_groups=4").model.norm_groups == 4
+    assert load("mixed_precision=no").mixed_precision == "no"  # YAML `no` is read as false
+    with pytest.raises(InputError, match="unknown config key"):
+        load("model.depth_layers=3")
+    with pytest.raises(InputError, match="learning_rate"):
+        load("learning_rate=fast")
+    with pytest.raises(InputError, match="num_frames"):
+        load("data.num_frames=6")
+    with pytest.raises(InputError, match="data.path"):
+        load("data.source=synth_dir", "data.path=/nonexistent")
+    with pytest.raises(InputError, match="does not exist"):
+        config_from_args(train_depth.DepthConfig, parser.parse_args(["--config", str(tmp_path / "none.yaml")]))
