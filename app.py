@@ -21,7 +21,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", choices=MODELS, default="tiny", help="default model preset")
     parser.add_argument("--weights", type=Path, default=None, help="weights folder for --model")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 to serve the network)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="interface to bind (0.0.0.0 to serve the network; a Space sets GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--viser-port", type=int, default=8080, help="first port of the per-session viewers")
     parser.add_argument("--max-sessions", type=int, default=8, help="concurrent browser sessions with a viewer")

@@ -1,7 +1,7 @@
 """`more4d` command line: one sub-command per module in `more4d/commands/`.
 
 Each command module exposes `register(subparsers) -> argparse.ArgumentParser` and `run(args) -> int`.
-Modules are imported lazily so `more4d --help` stays fast.
+Only the module of the command being run is imported, so `more4d --help` and light commands stay fast.
 """
 
 from __future__ import annotations
@@ -25,25 +25,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser; only `command`'s module is imported (the others are listed by name)."""
     parser = argparse.ArgumentParser(prog="more4d", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"more4d {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"more4d.commands.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"more4d.commands.{module}":
-                raise
-            continue  # command not built yet
+        if name != command:
+            sub.add_parser(name, help=help_text)
+            continue
+        mod = importlib.import_module(f"more4d.commands.{module}")
         cmd = mod.register(sub, name, help_text)
         cmd.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

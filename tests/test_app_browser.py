@@ -26,9 +26,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from ui.server import random_tiny_service, serve_in_background
+    from ui.server import serve_in_background, tiny_service
 
-    with serve_in_background(random_tiny_service(tmp_path_factory.mktemp("weights"))) as url:
+    with serve_in_background(tiny_service(tmp_path_factory.mktemp("weights"))) as url:
         yield url
 
 
@@ -70,6 +70,9 @@ def test_browser_generate_scrub_keyframes_render(app_url, browser, tmp_path):
     # 1) the viewer connects through the Gradio port
     frame = page.frame_locator("#more4d-viewer iframe")
     frame.get_by_text("Connected").wait_for(timeout=30_000)
+    toast = frame.locator(".mantine-Notification-closeButton")  # headless chromium's "Software WebGL" notice
+    if toast.count():
+        toast.first.click()
     viewer_box = page.locator("#more4d-viewer iframe").bounding_box()
 
     # 2) pick an example and generate
@@ -94,11 +97,13 @@ def test_browser_generate_scrub_keyframes_render(app_url, browser, tmp_path):
     # 4) two keyframes from two different views (orbit by dragging between them)
     add = frame.get_by_role("button", name="Add keyframe from view")
     add.click()
-    _drag(page, viewer_box, -140, 40)
+    _drag(page, viewer_box, -70, 20)
     page.wait_for_timeout(500)
     add.click()
     frame.get_by_text("2 keyframes").wait_for(timeout=10_000)
-    page.wait_for_timeout(800)
+    _drag(page, viewer_box, 160, 30)  # step back to see both keyframes and the previewed path
+    page.mouse.wheel(0, 400)
+    page.wait_for_timeout(1000)
     page.locator("#more4d-viewer iframe").screenshot(path=str(shots / "viewer_path.png"))
 
     # 5) render the viewer's path from the page and see the video

@@ -9,8 +9,16 @@ from safetensors.torch import save_file
 
 from more4d.errors import InputError
 from more4d.models.lora import (
-    add_lora, convert_kohya_lora, kohya_name, linear_module_names, load_lora, merge_lora, save_lora,
-    seed_lora_targets, to_kohya, unmerge_lora,
+    add_lora,
+    convert_kohya_lora,
+    kohya_name,
+    linear_module_names,
+    load_lora,
+    merge_lora,
+    save_lora,
+    seed_lora_targets,
+    to_kohya,
+    unmerge_lora,
 )
 from more4d.models.vism import build_tiny_vism_components
 

@@ -86,13 +86,29 @@ def test_train_depth_resumes(tmp_path):
     train_and_resume("train_depth", "tiny_depth.yaml", tmp_path, extra, ["depth"])
 
 
-def test_train_vae_rgb_and_motion(tmp_path, tiny_weights):
-    train_and_resume("train_vae", "tiny_vae_rgb.yaml", tmp_path / "a", [f"init_from={tiny_weights}",
-                                                                          "num_stat_clips=2"], ["vae"])
-    train_and_resume("train_vae", "tiny_motion_vae.yaml", tmp_path / "b", [f"init_from={tiny_weights}",
-                                                                             "num_stat_clips=2"], ["motion_vae"])
-    summary = json.loads((tmp_path / "b" / "run" / "summary.json").read_text())
-    assert math.isfinite(summary["final_metrics"]["val/epe_m"])
+@pytest.fixture(scope="module")
+def small_vae_weights(tmp_path_factory) -> Path:
+    """vae/ + motion_vae/ smaller than the tiny preset's (base_dim 8, adaptor width 16): CPU-fast."""
+    from diffusers import AutoencoderKLWan
+
+    from more4d.models.motion_vae import MotionVAE
+
+    root = tmp_path_factory.mktemp("small_vae")
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    vae.save_pretrained(root / "vae")
+    MotionVAE.from_vae(vae, adaptor_channels=16, adaptor_groups=4).save_pretrained(root / "motion_vae")
+    return root
+
+
+def test_train_vae_rgb_resumes_then_motion(tmp_path, small_vae_weights):
+    extra = [f"init_from={small_vae_weights}", "num_stat_clips=2"]
+    train_and_resume("train_vae", "tiny_vae_rgb.yaml", tmp_path / "a", extra, ["vae"])
+    summary = run_script("train_vae", "tiny_motion_vae.yaml", tmp_path / "b", 2, extra)
+    assert summary["complete"] and math.isfinite(summary["final_metrics"]["val/epe_m"])
+    config = json.loads((tmp_path / "b" / "export" / "motion_vae" / "config.json").read_text())
+    assert config["latents_std"] != [1.0] * 16  # normalisation set from the data at export
 
 
 def test_train_strag(tmp_path, tiny_weights):
@@ -167,6 +183,7 @@ def test_config_validation(tmp_path):
     import argparse
 
     from _lib.config import add_common_args, config_from_args
+
     from more4d.errors import InputError
 
     train_depth = script("train_depth")

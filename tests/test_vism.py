@@ -13,7 +13,12 @@ from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
 from more4d.camera import CameraTrajectory
 from more4d.errors import InputError
-from more4d.models.vism import TINY_VISM_CONFIG, build_tiny_vism_components, build_vism_transformer, encode_clip_image
+from more4d.models.vism import (
+    TINY_VISM_CONFIG,
+    build_tiny_vism_components,
+    build_vism_transformer,
+    encode_clip_image,
+)
 from more4d.pipelines.vism import ViSMPipeline, resolve_camera
 from more4d.pipelines.vism_conditioning import encode_condition, pack_mask, render_views, training_pair
 from more4d.render import render_scene

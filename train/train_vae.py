@@ -76,7 +76,7 @@ def rgb_step(vae: torch.nn.Module, batch, kl_weight: float) -> tuple[torch.Tenso
     recon = vae.decode(posterior.sample()).sample
     l1 = (recon.float() - x).abs().mean()
     kl = posterior.kl().mean() / x[0].numel()
-    return l1 + kl_weight * kl, {"train/l1": float(l1), "train/kl": float(kl)}
+    return l1 + kl_weight * kl, {"train/l1": float(l1.detach()), "train/kl": float(kl.detach())}
 
 
 def motion_step(mvae: torch.nn.Module, batch, hidden_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
@@ -86,14 +86,18 @@ def motion_step(mvae: torch.nn.Module, batch, hidden_weight: float) -> tuple[tor
     weight = (vis.float() + hidden_weight * (~vis).float()) * valid.view(B, 1, H, W).float()
     err = (recon - m).abs().mean(dim=1)  # (B, T, H, W)
     loss = (err * weight).sum() / weight.sum().clamp_min(1.0)
-    return loss, {"train/l1_visible": float((err * vis * valid.view(B, 1, H, W)).sum() / (vis.sum().clamp_min(1)))}
+    visible = vis & valid.view(B, 1, H, W)
+    return loss, {"train/l1_visible": float((err.detach() * visible).sum() / visible.sum().clamp_min(1))}
 
 
 @torch.no_grad()
-def set_latent_stats(vae: torch.nn.Module, latents: torch.Tensor) -> None:
-    """Write per-channel mean/std of raw latents `(B, 16, t, h, w)` into the VAE config (normalisation)."""
+def set_latent_stats(model: torch.nn.Module, latents: torch.Tensor) -> None:
+    """Write per-channel mean/std of raw latents `(B, 16, t, h, w)` into the config(s) used for normalisation:
+    the VAE's, and for a MotionVAE also its own (which rebuilds the inner VAE on load)."""
     z = latents.float().transpose(0, 1).flatten(1)
-    vae.register_to_config(latents_mean=z.mean(1).tolist(), latents_std=z.std(1).clamp_min(1e-3).tolist())
+    stats = {"latents_mean": z.mean(1).tolist(), "latents_std": z.std(1).clamp_min(1e-3).tolist()}
+    for target in {model, getattr(model, "vae", model)}:
+        target.register_to_config(**stats)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 clips = generate_batch(range(first, first + cfg.data.batch_size), synth_config(cfg.data), run.device)
                 x = to_video(clips.frames) if cfg.stage == "rgb" else module.encoder_adaptor(motion_targets(clips)[0])
                 latents.append(vae.encode(x).latent_dist.mode().float())
-        set_latent_stats(vae, torch.cat(latents))
+        set_latent_stats(module, torch.cat(latents))
     run.finish(stop, final)
     return 0
 

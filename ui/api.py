@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from more4d.camera import PRESET_NAMES, CameraPath, save_camera_path
+from more4d.camera import CameraPath, save_camera_path
 from more4d.errors import InputError
 from more4d.io import load_image, write_video
 from ui.path_editor import PathEditor
@@ -61,6 +61,7 @@ class GenerateSettings:
     guidance_scale: float | None = None
     seed: int = 0
     negative_prompt: str = ""
+    preview_every: int | None = 3  # show the current estimate in the viewer every N denoising steps (None: off)
 
     def check(self) -> None:
         if self.model not in MODELS:
@@ -76,6 +77,9 @@ class GenerateSettings:
             raise InputError(f"guidance must be in [0, 30], got {g!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
+        p = self.preview_every
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 1):
+            raise InputError(f"preview_every must be a positive integer or None, got {p!r}")
 
 
 @dataclass
@@ -93,7 +97,7 @@ class GenerateResult:
     scene_path: Path
     settings_path: Path
     seconds: float
-    first_points_seconds: float  # from the call to the first frame queued in the viewer (or the scene, headless)
+    first_points_seconds: float  # from the call to the first points in the viewer (a denoising preview or frame 0)
 
 
 @dataclass
@@ -170,21 +174,26 @@ class More4DSession:
             prompt = _check_prompt(prompt)
             settings.check()
             pixels = load_image(image)
+            self.open_viewer()
             report(0.02, f"Loading the {settings.model} model")
             pipe = self.service.pipeline(settings.model)
-            if self.viewer is not None:
-                self.viewer.set_status("**Generating…**", 0.0)
+            viewer = self.viewer
+            viewer.set_status("**Generating…**", 0.0)
             kwargs = {k: v for k, v in (("num_inference_steps", settings.num_inference_steps),
-                                          ("guidance_scale", settings.guidance_scale)) if v is not None}
-            total = settings.num_inference_steps
+                                          ("guidance_scale", settings.guidance_scale),
+                                          ("preview_every", settings.preview_every)) if v is not None}
+            first: float | None = None  # seconds to the first points in the viewer
 
             def on_step(pipe_: Any, step: int, timestep: Any, tensors: dict) -> dict:
+                nonlocal first
                 if self._cancel.is_set():
                     raise Cancelled("generation cancelled")
-                n = total or getattr(pipe_, "num_timesteps", None) or step + 1
+                n = _total_steps(pipe_, settings.num_inference_steps, step)
                 report(0.05 + 0.8 * (step + 1) / n, f"Denoising trajectories: step {step + 1}/{n}")
-                if self.viewer is not None:
-                    self.viewer.set_status(f"**Denoising** step {step + 1}/{n}", (step + 1) / n)
+                viewer.set_status(f"**Denoising** step {step + 1}/{n}", (step + 1) / n)
+                if tensors.get("preview") is not None:
+                    viewer.show_scene(tensors["preview"], stream=False, reset_view=first is None)
+                    first = first if first is not None else time.perf_counter() - start
                 return tensors
 
             with self.service.model_lock(settings.model):
@@ -192,18 +201,16 @@ class More4DSession:
                                       num_frames=settings.num_frames,
                                       generator=torch.Generator().manual_seed(settings.seed),
                                       callback_on_step_end=on_step, **kwargs)
-            first = time.perf_counter() - start
             self.scene, self.settings, self.prompt = scene, settings, prompt
             self._exports = {}
-            if self.viewer is not None:
-                def on_frame(t: int) -> None:
-                    nonlocal first
-                    if t == 0:
-                        first = time.perf_counter() - start
-                    report(0.85 + 0.1 * (t + 1) / scene.num_frames, f"Streaming frame {t + 1}/{scene.num_frames}")
-                self.viewer.show_scene(scene, on_frame=on_frame)
-                self.viewer.set_status(f"**{scene.num_frames} frames, {scene.num_points:,} points** — "
-                                       f"{prompt[:80]}")
+
+            def on_frame(t: int) -> None:
+                nonlocal first
+                first = first if first is not None else time.perf_counter() - start
+                report(0.85 + 0.1 * (t + 1) / scene.num_frames, f"Streaming frame {t + 1}/{scene.num_frames}")
+
+            viewer.show_scene(scene, on_frame=on_frame, reset_view=settings.preview_every is None)
+            viewer.set_status(f"**{scene.num_frames} frames, {scene.num_points:,} points** — {prompt[:80]}")
             report(0.97, "Saving the scene")
             scene_path = scene.save(self.workdir / "scene.safetensors")
             settings_path = self._write_settings(pixels.shape[:2])
@@ -237,7 +244,7 @@ class More4DSession:
             def on_step(pipe_: Any, step: int, timestep: Any, tensors: dict) -> dict:
                 if self._cancel.is_set():
                     raise Cancelled("render cancelled")
-                n = settings.num_inference_steps or getattr(pipe_, "num_timesteps", None) or step + 1
+                n = _total_steps(pipe_, settings.num_inference_steps, step)
                 report(0.05 + 0.85 * (step + 1) / n, f"Rendering video: step {step + 1}/{n}")
                 if self.viewer is not None:
                     self.viewer.set_status(f"**Rendering** step {step + 1}/{n}", (step + 1) / n)
@@ -268,28 +275,20 @@ class More4DSession:
             return result
 
     def resolve_path(self, path: CameraPath | str | None) -> CameraPath:
-        """The `CameraPath` that `render(path)` uses (preset names are loaded into the editor first)."""
+        """The `CameraPath` that `render(path)` uses; it is loaded into the editor first, so it is previewed."""
+        editor = self._editor()
         if isinstance(path, CameraPath):
-            if self.editor is not None:
-                self.editor.set_path(path)
-            return path
+            editor.set_path(path)
+            return editor.camera_path()
         if isinstance(path, str):
-            if path not in PRESET_NAMES:
-                raise InputError(f"unknown camera preset {path!r}; choose one of {', '.join(PRESET_NAMES)}")
-            if self.editor is not None:
-                return self.editor.fill_preset(path)
-            from more4d.camera import make_preset
-            from more4d.geometry import fov_from_intrinsics
-
-            scene = self.scene
-            return make_preset(path, num_frames=scene.num_frames, scene_depth=scene.centroid_depth(),
-                               fov_deg=fov_from_intrinsics(scene.K.cpu(), scene.height), fps=scene.fps)
+            return editor.fill_preset(path)
         if path is None:
-            if self.editor is None:
-                raise InputError("no camera path given and this session has no viewer: pass a preset name "
-                                 "or a CameraPath")
-            return self.editor.camera_path()
+            return editor.camera_path()
         raise InputError(f"path must be a CameraPath, a preset name or None, got {type(path).__name__}")
+
+    def load_path(self, file: str | Path) -> CameraPath:
+        """Load a more4d or nerfstudio camera-path JSON into the editor (previewed; used by the next render)."""
+        return self._editor().load(file)
 
     # ------------------------------------------------------------------------------------------- exports
     def export(self, kind: Literal["scene", "ply", "glb", "path", "settings"]) -> Path:
@@ -299,9 +298,9 @@ class More4DSession:
         if kind in self._exports:
             return self._exports[kind]
         if kind == "path":
-            if self.editor is None or len(self.editor.keyframes) < 2:
+            if len(self._editor().keyframes) < 2:
                 raise InputError("there is no camera path yet: render one or add keyframes in the viewer")
-            self._exports[kind] = self.editor.save("more4d")
+            self._exports[kind] = self._editor().save("more4d")
             return self._exports[kind]
         if self.scene is None:
             raise InputError("there is nothing to export yet: press Generate first")
@@ -327,6 +326,11 @@ class More4DSession:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     # ----------------------------------------------------------------------------------------- internals
+    def _editor(self) -> PathEditor:
+        self.open_viewer()
+        assert self.editor is not None
+        return self.editor
+
     @contextlib.contextmanager
     def _exclusive(self, what: str) -> Iterator[None]:
         """One job per session: a second generate/render while one runs fails at once with a clear message."""
@@ -427,6 +431,11 @@ def _check_prompt(prompt: Any) -> str:
     if len(prompt) > MAX_PROMPT_CHARS:
         raise InputError(f"the prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS}")
     return prompt.strip()
+
+
+def _total_steps(pipe: Any, requested: int | None, step: int) -> int:
+    """Steps of the running denoising loop: the requested count, else the pipeline's default."""
+    return requested or getattr(pipe, "defaults", {}).get("num_inference_steps") or step + 1
 
 
 def _first_video(video: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

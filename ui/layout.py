@@ -102,7 +102,7 @@ def build_demo(service: AppService) -> gr.Blocks:
     @gpu
     @_friendly
     def generate(session: More4DSession | None, image: Any, prompt: str, negative_prompt: str, model: str,
-                 frames: float, steps: Any, guidance: Any, seed: Any, request: gr.Request,
+                 frames: float, steps: Any, guidance: Any, seed: Any, previews: bool, request: gr.Request,
                  progress: gr.Progress = gr.Progress()) -> tuple[More4DSession, str]:  # noqa: B008
         session = session_of(session, request)
         path = _upload_path(image)
@@ -110,7 +110,7 @@ def build_demo(service: AppService) -> gr.Blocks:
             raise InputError("no input image: upload an image or pick an example")
         settings = GenerateSettings(model=model, num_frames=int(frames), num_inference_steps=_optional_int(steps),
                                     guidance_scale=_optional_float(guidance), seed=int(seed or 0),
-                                    negative_prompt=negative_prompt or "")
+                                    negative_prompt=negative_prompt or "", preview_every=3 if previews else None)
         result = session.generate(path, prompt, settings, progress=progress)
         scene = session.scene
         return session, (f"Scene ready: {scene.num_frames} frames × {scene.num_points:,} points in "
@@ -154,17 +154,14 @@ def build_demo(service: AppService) -> gr.Blocks:
         path = _upload_path(file)
         if path is None:
             return gr.skip(), gr.skip()
-        session.open_viewer()
-        camera = session.editor.load(path)
+        camera = session.load_path(path)
         return VIEWER_PATH, f"Loaded a path with {len(camera.keyframes)} keyframes into the viewer."
 
     @_friendly
     def preview_preset(session: More4DSession | None, preset: str, request: gr.Request) -> str:
         if preset == VIEWER_PATH:
             return gr.skip()
-        session = session_of(session, request)
-        session.open_viewer()
-        session.editor.fill_preset(preset)
+        session_of(session, request).resolve_path(preset)
         return f"Preset *{preset}* loaded into the viewer's camera path (edit it there, then Render)."
 
     def cancel(session: More4DSession | None) -> str:
@@ -194,6 +191,7 @@ def build_demo(service: AppService) -> gr.Blocks:
                     with gr.Row():
                         seed = gr.Number(0, label="Seed", precision=0, minimum=0, scale=3)
                         randomise = gr.Button("Random", scale=1, min_width=60)
+                    previews = gr.Checkbox(True, label="Show denoising previews in the viewer")
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", scale=3)
                     cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
@@ -232,7 +230,7 @@ def build_demo(service: AppService) -> gr.Blocks:
         demo.unload(close_session)
         randomise.click(lambda: random.randrange(2**31), outputs=[seed], concurrency_limit=None, api_visibility="private")
         gen_event = generate_btn.click(
-            generate, inputs=[session, image, prompt, negative_prompt, model, frames, steps, guidance, seed],
+            generate, inputs=[session, image, prompt, negative_prompt, model, frames, steps, guidance, seed, previews],
             outputs=[session, status], preprocess=False, trigger_mode="once", api_name="generate",
             concurrency_id="model",
         ).success(prepare_downloads, inputs=[session], outputs=[downloads], concurrency_limit=None,

@@ -179,7 +179,7 @@ class PathEditor:
                 wxyz, position = c2w_to_wxyz_position(key.c2w)
                 node = self.server.scene.add_camera_frustum(
                     f"/camera_path/keyframe_{i:02d}", fov=math.radians(key.fov_deg), aspect=aspect,
-                    scale=0.12 * d, thickness=0.006 * d, wxyz=wxyz, position=position,
+                    scale=0.12 * d, thickness=2.0, thickness_units="screen", wxyz=wxyz, position=position,
                     color=SELECTED_COLOR if i == self.selected else KEY_COLOR)
                 node.on_click(lambda _, i=i: self.select(i))
                 self._nodes.append(node)
@@ -194,7 +194,8 @@ class PathEditor:
                     wxyz, position = c2w_to_wxyz_position(traj.c2w[f].double().numpy())
                     self._nodes.append(self.server.scene.add_camera_frustum(
                         f"/camera_path/preview_{f:03d}", fov=math.radians(float(traj.fov_deg[f])), aspect=aspect,
-                        scale=0.04 * d, thickness=0.003 * d, wxyz=wxyz, position=position, color=PREVIEW_COLOR))
+                        scale=0.04 * d, thickness=1.0, thickness_units="screen", wxyz=wxyz, position=position,
+                        color=PREVIEW_COLOR))
             self._sync_gui(keep_gizmo)
 
     def select(self, index: int | None) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from more4d.errors import InputError
 from ui.api import AppService
 
 
@@ -50,14 +51,17 @@ def serve_in_background(service: AppService, **kwargs: Any) -> Iterator[str]:
         service.close()
 
 
-def random_tiny_service(folder: str | os.PathLike, **kwargs: Any) -> AppService:
-    """An `AppService` on random tiny weights written to `folder` (tests, benchmarks, UI work before the
-    trained weights exist). `kwargs` go to `AppService`."""
-    from more4d.weights import save_random_tiny
+def tiny_service(scratch: str | os.PathLike, **kwargs: Any) -> AppService:
+    """An `AppService` on the tiny preset for tests and benchmarks: the shipped weights (assets/weights/tiny)
+    when complete, else random tiny weights written to `scratch` (same cost). `kwargs` go to `AppService`."""
+    from more4d.weights import check_weights, save_random_tiny
 
-    folder = Path(folder)
-    if not any(folder.glob("*/config.json")) and not any(folder.glob("*/*/config.json")):
-        save_random_tiny(folder)
+    try:
+        weights = check_weights("tiny")
+    except InputError:
+        weights = Path(scratch)
+        if not any(weights.iterdir()):
+            save_random_tiny(weights)
     kwargs.setdefault("device", "cpu")
     kwargs.setdefault("viser_port", free_port())
-    return AppService(model="tiny", weights_dir=folder, **kwargs)
+    return AppService(model="tiny", weights_dir=weights, **kwargs)

@@ -61,7 +61,7 @@ class SceneViewer:
         self.frame_listeners: list[Callable[[int], None]] = []
 
         server.scene.set_up_direction("-y")
-        server.gui.configure_theme(control_width="medium", show_logo=False, dark_mode=False)
+        server.gui.configure_theme(control_layout="fixed", control_width="medium", show_logo=False, dark_mode=False)
         self._status = server.gui.add_markdown("**No scene yet.** Upload an image and press *Generate*.")
         self._progress = server.gui.add_progress_bar(0.0, visible=False)
         with server.gui.add_folder("Playback"):
@@ -96,14 +96,15 @@ class SceneViewer:
             self._progress.value = float(np.clip(progress * 100.0, 0.0, 100.0))
 
     # ------------------------------------------------------------------------------------------ scene
-    def show_scene(self, scene: Scene4D, *, stream: bool = True,
+    def show_scene(self, scene: Scene4D, *, stream: bool = True, reset_view: bool = False,
                    on_frame: Callable[[int], None] | None = None) -> None:
         """Replace the shown scene by `scene`, sending frame 0 first then the others in order.
 
+        `reset_view` moves the clients' cameras to the default view (a new scene; always for the first one).
         `on_frame(t)` is called after frame `t` was queued for the clients (streaming progress).
         """
         with self._lock:
-            first = self.scene is None or self.scene is not scene
+            reset_view = reset_view or self.scene is None
             self.scene = scene
             self.gui_playing.value = False
             self._clear_frames()
@@ -111,8 +112,8 @@ class SceneViewer:
             self._frames = [None] * scene.num_frames
             self._current = min(self._current, scene.num_frames - 1)
             self.gui_fps.value = int(round(scene.fps))
-            if first:
-                self._add_context(scene)
+            self._add_context(scene)
+            if reset_view:
                 self.reset_view()
             self._point_ids = self._subsample_ids(scene.num_points)
             for t in range(scene.num_frames):
@@ -224,7 +225,8 @@ class SceneViewer:
         step = max(1, max(scene.height, scene.width) // 256)
         self._nodes["/input_camera"] = self.server.scene.add_camera_frustum(
             "/input_camera", fov=self._input_fov_rad(scene), aspect=scene.width / scene.height,
-            scale=0.15 * d, thickness=0.004 * d, color=(230, 80, 40), image=image[::step, ::step],
+            scale=0.15 * d, thickness=2.0, thickness_units="screen", color=(230, 80, 40),
+            image=image[::step, ::step],
             visible=self.gui_show_input.value)
         p0 = scene.points[0].detach().cpu().numpy()
         valid = scene.visibility[0].detach().cpu().numpy() & np.isfinite(p0).all(axis=1)

@@ -19,8 +19,12 @@ from more4d.weights.presets import PRESETS
 
 
 def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
+    from more4d.commands.render import add_camera_arguments
+
     parser = subparsers.add_parser(name, help=help_text, description=__doc__.splitlines()[0])
     add_generate_arguments(parser)
+    add_camera_arguments(parser, required=False)  # a camera alone: DIR/render.mp4 + mask.mp4 (splat render)
+    parser.add_argument("--render", action="store_true", help="also run 4D-ViSM along the camera: DIR/final.mp4")
     return parser
 
 
@@ -111,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
     scene = generate_scene(args, pipe)
     t2 = time.perf_counter()
     files = write_scene_outputs(scene, out)
+    from more4d.commands.render import render_after_generate
+
+    files.update(render_after_generate(args, scene, pipe, out))
     t3 = time.perf_counter()
     write_settings(out, args, scene, files, dict(load=t1 - t0, generate=t2 - t1, write=t3 - t2))
     print(f"wrote {out / 'scene.safetensors'} ({scene.num_frames} frames, {scene.height}x{scene.width}) "

@@ -62,28 +62,52 @@ def camera_from_args(args: argparse.Namespace) -> Any:
     return args.preset
 
 
-def render_scene_to(out: Path, scene: Any, camera: Any, args: argparse.Namespace, pipe: Any = None,
-                    prompt: str | None = None) -> dict[str, str]:
-    """Render `scene` along `camera` into `out` (final/render/mask mp4); returns {role: file name}."""
+def render_to(out: Path, scene: Any, camera: Any, vism: Any = None, *, seed: int = 0, prompt: str | None = None,
+              negative_prompt: str = "", steps: int | None = None, guidance: float | None = None,
+              height: int | None = None, width: int | None = None, fps: float | None = None) -> dict[str, str]:
+    """Render `scene` along `camera` into `out`: final.mp4 (with a ViSMPipeline `vism`), render.mp4, mask.mp4.
+
+    Without `vism` only the splat render and its hole mask are written. Returns {role: file name}.
+    """
     from more4d.io import write_video
     from more4d.pipelines.vism import resolve_camera
     from more4d.render import render_video
 
     trajectory = resolve_camera(camera, scene)
-    fps = scene.fps if args.fps is None else args.fps
-    files = {}
-    if args.render_only:
-        render_video(scene, trajectory, out, fps=fps, height=args.height, width=args.width)
-    else:
-        result = pipe.render(scene, trajectory, prompt=prompt, negative_prompt=args.negative_prompt,
-                             num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-                             height=args.height, width=args.width, fps=fps)
-        write_video(out / "final.mp4", result.frames[0], fps=fps)
-        write_video(out / "render.mp4", result.render[0], fps=fps)
-        write_video(out / "mask.mp4", result.mask[0], fps=fps)
-        files["final"] = "final.mp4"
-    files.update(render="render.mp4", mask="mask.mp4")
-    return files
+    fps = scene.fps if fps is None else fps
+    if vism is None:
+        render_video(scene, trajectory, out, fps=fps, height=height, width=width)
+        return {"render": "render.mp4", "mask": "mask.mp4"}
+    result = vism(scene, trajectory, prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
+                  guidance_scale=guidance, seed=seed, height=height, width=width, fps=fps)
+    write_video(out / "final.mp4", result.frames[0], fps=fps)
+    write_video(out / "render.mp4", result.render[0], fps=fps)
+    write_video(out / "mask.mp4", result.mask[0], fps=fps)
+    return {"final": "final.mp4", "render": "render.mp4", "mask": "mask.mp4"}
+
+
+def render_after_generate(args: argparse.Namespace, scene: Any, strag: Any, out: Path) -> dict[str, str]:
+    """`more4d generate --camera-path/--preset [--render]`: render the new scene (ViSM with `--render`).
+
+    With `--render` the STraG models are released first and the text encoder is shared with ViSM.
+    """
+    from more4d.pipelines.vism import ViSMPipeline
+
+    if args.camera_path is None and args.preset is None:
+        if args.render:
+            raise InputError("--render needs a camera: add --camera-path FILE or --preset NAME")
+        return {}
+    vism = None
+    if args.render:
+        device = strag._execution_device
+        strag.release("motion_vae", "transformer", "motion_encoder", "depth_estimator")
+        vism = ViSMPipeline.from_preset(args.model, args.weights, device="cpu" if args.cpu_offload else device,
+                                        dtype=strag.text_encoder.dtype, text_encoder=strag.text_encoder,
+                                        tokenizer=strag.tokenizer)
+        if args.cpu_offload:
+            vism.enable_model_cpu_offload(device=device)
+    return render_to(out, scene, camera_from_args(args), vism, seed=args.seed, prompt=scene.prompt,
+                     negative_prompt=args.negative_prompt)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,13 +121,15 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     scene = Scene4D.load(args.scene)
     camera = camera_from_args(args)
-    pipe = None
+    vism = None
     if not args.render_only:
         from more4d.pipelines.more4d import MoRe4DPipeline
 
-        pipe = MoRe4DPipeline.from_preset(args.model, args.weights, device=args.device, dtype=args.dtype,
-                                          memory_mode=args.memory_mode)
+        vism = MoRe4DPipeline.from_preset(args.model, args.weights, device=args.device, dtype=args.dtype,
+                                          memory_mode=args.memory_mode).vism
     out.mkdir(parents=True, exist_ok=True)
-    files = render_scene_to(out, scene, camera, args, pipe, prompt=args.prompt)
+    files = render_to(out, scene, camera, vism, seed=args.seed, prompt=args.prompt,
+                      negative_prompt=args.negative_prompt, steps=args.steps, guidance=args.guidance,
+                      height=args.height, width=args.width, fps=args.fps)
     print(f"wrote {', '.join(str(out / f) for f in files.values())} in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -110,6 +110,7 @@ def write_clip(clip: TrajClip, path: str | os.PathLike, *, overwrite: bool = Fal
     if not path.parent.is_dir():
         raise InputError(f"output folder {str(path.parent)!r} does not exist")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp.chmod(0o755)  # mkdtemp makes 0700 folders
     try:
         _write_contents(clip, tmp)
         if path.exists():

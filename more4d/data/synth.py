@@ -26,11 +26,8 @@ import torch.nn.functional as F
 
 from more4d.data.formats import NovelView, TrajClip
 from more4d.errors import InputError
+from more4d.geometry import DEFAULT_FOV_DEG, intrinsics_from_fov
 
-try:  # geometry.py is written by another helper; keep the contract value until it lands
-    from more4d.geometry import DEFAULT_FOV_DEG
-except ImportError:  # pragma: no cover
-    DEFAULT_FOV_DEG = 55.0
 
 SHAPES = ("ball", "box", "cylinder", "capsule")
 MOTIONS = ("translate", "bounce", "orbit", "spin", "approach", "recede", "pulse", "static")
@@ -47,7 +44,7 @@ SKY = (0.70, 0.80, 0.95)
 MAX_OBJECTS = 4
 NUM_SURFACES = MAX_OBJECTS + 2  # objects, then ground, then backdrop
 GROUND, BACKDROP, MISS = MAX_OBJECTS, MAX_OBJECTS + 1, MAX_OBJECTS + 2
-PIXEL_CENTER = 0.5  # pixel (i, j) is the ray through (j + 0.5, i + 0.5)
+PIXEL_CENTER = 0.5  # pixel (i, j) is the ray through (j + 0.5, i + 0.5), as in more4d.geometry
 VIS_REL_TOL = 5e-3  # a point is visible unless all 4 nearest depth samples are in front of it by this much
 _EPS = 1e-4
 
@@ -88,8 +85,7 @@ class SynthConfig:
 
     def intrinsics(self) -> torch.Tensor:
         """`(3, 3)` float32 pinhole K from the vertical FOV (principal point at the image centre)."""
-        f = 0.5 * self.height / math.tan(math.radians(self.fov_deg) / 2)
-        return torch.tensor([[f, 0, self.width / 2], [0, f, self.height / 2], [0, 0, 1]], dtype=torch.float32)
+        return intrinsics_from_fov(self.fov_deg, self.height, self.width)
 
 
 @dataclass
@@ -650,7 +646,7 @@ def _trajectories(p: dict[str, torch.Tensor], ids0: torch.Tensor, hits0: torch.T
     """3D trajectories `(B, T, N, 3)` of frame-0 hit points `hits0 (B, N, 3)` on surfaces `ids0 (B, N)`."""
     B, N = ids0.shape
     T = p["R"].shape[2]
-    points = hits0[:, None].expand(B, T, N, 3).clone()  # background stays put
+    points = hits0[:, None].expand(B, T, N, 3).contiguous()  # background stays put
     for j in range(MAX_OBJECTS):
         b, n = (ids0 == j).nonzero(as_tuple=True)
         if b.numel() == 0:

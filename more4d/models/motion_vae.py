@@ -179,7 +179,7 @@ class MotionVAE(ModelMixin, ConfigMixin):
             latents_std=tuple(c.latents_std), **adaptor_kwargs,
         )
         model.vae.load_state_dict(vae.state_dict())
-        return model.to(device=vae.device, dtype=vae.dtype)
+        return model.to(device=vae.device) if vae.dtype == model.dtype else model.to(vae.device, vae.dtype)
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """`video (B, 3, T, H, W)` in [-1, 1] -> normalised latents `(B, z, (T-1)/4+1, H/8, W/8)`."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,32 @@ def init_random_(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> to
         else:
             p.normal_(0.0, std, generator=gen)
     return model
+
+
+def build_random(build: Callable[[], Any], device: str | torch.device, dtype: torch.dtype, seed: int = 0) -> Any:
+    """Build (large) models straight onto `device` in `dtype` with seeded random weights, for benchmarks.
+
+    `build()` returns a module or a dict of components; its parameters are created on the meta device (no CPU
+    copy), then allocated on `device` and filled by `init_random_`. Buffers (rope tables, position ids) keep
+    the values the constructors computed.
+    """
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        built = build()
+    if isinstance(built, dict):
+        return {k: _materialize(m, device, dtype, seed) if isinstance(m, torch.nn.Module) else m
+                for k, m in built.items()}
+    return _materialize(built, device, dtype, seed)
+
+
+def _materialize(model: torch.nn.Module, device: str | torch.device, dtype: torch.dtype, seed: int) -> torch.nn.Module:
+    buffers = {name: b for name, b in model.named_buffers()}
+    model = model.to(dtype).to_empty(device=device)
+    for name, value in buffers.items():
+        owner, _, attr = name.rpartition(".")
+        model.get_submodule(owner)._buffers[attr] = value.to(device)
+    return init_random_(model.eval(), seed=seed)
 
 
 def encode_clip_image(image_encoder: CLIPVisionModel, images: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,18 @@ class MoRe4DOutput:
     videos: list[ViSMOutput]
 
 
+def apply_memory_mode(pipe: Any, mode: MemoryMode, device: torch.device, dtype: torch.dtype) -> None:
+    """Set up a stage pipeline loaded on the CPU (or on `device` for "full") for memory mode `mode`."""
+    if mode not in MEMORY_MODES:
+        raise InputError(f"memory_mode must be one of {MEMORY_MODES}, got {mode!r}")
+    if mode == "low_vram":  # fp8 storage, `dtype` compute (norms and embeddings stay as they are)
+        pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+    if mode in ("model_cpu_offload", "low_vram"):
+        pipe.enable_model_cpu_offload(device=device)
+    elif mode == "sequential_cpu_offload":
+        pipe.enable_sequential_cpu_offload(device=device)
+
+
 class MoRe4DPipeline:
     """The two stages end to end, loaded lazily from one weights preset.
 
@@ -75,15 +87,6 @@ class MoRe4DPipeline:
     def _load_device(self) -> torch.device:
         return torch.device("cpu") if self.memory_mode != "full" else self.device
 
-    def _apply_memory_mode(self, pipe: Any, transformer_names: Sequence[str]) -> None:
-        if self.memory_mode == "low_vram":
-            for name in transformer_names:
-                getattr(pipe, name).enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
-                                                             compute_dtype=self.dtype)
-        if self.memory_mode in ("model_cpu_offload", "low_vram"):
-            pipe.enable_model_cpu_offload(device=self.device)
-        elif self.memory_mode == "sequential_cpu_offload":
-            pipe.enable_sequential_cpu_offload(device=self.device)
 
     @property
     def strag(self) -> Any:
@@ -96,7 +99,7 @@ class MoRe4DPipeline:
                 self._vism = None
             self._strag = STraGPipeline.from_preset(self.preset, self.weights_dir, device=self._load_device(),
                                                     dtype=self.dtype)
-            self._apply_memory_mode(self._strag, ["transformer"])
+            apply_memory_mode(self._strag, self.memory_mode, self.device, self.dtype)
         return self._strag
 
     @property
@@ -111,7 +114,7 @@ class MoRe4DPipeline:
                     self._strag = None
             self._vism = ViSMPipeline.from_preset(self.preset, self.weights_dir, device=self._load_device(),
                                                   dtype=self.dtype, text_encoder=text_encoder, tokenizer=tokenizer)
-            self._apply_memory_mode(self._vism, ["transformer"])
+            apply_memory_mode(self._vism, self.memory_mode, self.device, self.dtype)
         return self._vism
 
     # -- calls -------------------------------------------------------------------------------------------------------

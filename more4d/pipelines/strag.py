@@ -35,13 +35,12 @@ from more4d.geometry import (
     video_to_motion,
 )
 from more4d.io import load_image
-from more4d.models.text_encoder import encode_prompt
+from more4d.models.text_encoder import check_prompts, encode_prompt
 from more4d.scene import Scene4D
 
 SchedulerName = Literal["euler", "unipc"]
 SCHEDULERS = ("euler", "unipc")
 BUCKET_MULTIPLE = 16  # VAE (8) x patch (2)
-MAX_PROMPT_CHARS = 4000
 MAX_FRAMES = 257
 NUM_TRAIN_TIMESTEPS = 1000
 LATENT_CHANNELS = 16
@@ -52,22 +51,13 @@ DEFAULTS = dict(num_frames=17, num_inference_steps=10, guidance_scale=4.0, shift
 
 def check_prompt(prompt: Any, name: str = "prompt", allow_empty: bool = False) -> str:
     """Return `prompt` as clean text; raise `InputError` for non-text, non-UTF-8, empty or huge prompts."""
-    if isinstance(prompt, bytes):
-        try:
-            prompt = prompt.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"`{name}` is not valid UTF-8 text: {exc}") from exc
-    if not isinstance(prompt, str):
-        raise InputError(f"`{name}` must be a string, got {type(prompt).__name__}")
     try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InputError(f"`{name}` is not valid UTF-8 text (lone surrogate at {exc.start})") from exc
+        (prompt,) = check_prompts([prompt])
+    except InputError as exc:
+        raise InputError(f"`{name}`: {exc}") from None
     prompt = prompt.strip()
     if not prompt and not allow_empty:
         raise InputError(f"`{name}` is empty: describe the motion, e.g. 'a dog runs to the left'")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InputError(f"`{name}` is too long ({len(prompt)} characters); at most {MAX_PROMPT_CHARS}")
     return prompt
 
 

@@ -13,10 +13,11 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -24,15 +25,22 @@ from diffusers.utils.torch_utils import randn_tensor
 from more4d.camera import PRESET_NAMES, CameraPath, CameraTrajectory, Keyframe, make_preset
 from more4d.errors import InputError
 from more4d.geometry import fov_from_intrinsics
+from more4d.models.text_encoder import encode_prompt
 from more4d.models.vism import LATENT_CHANNELS, TEXT_CONTEXT_LEN, encode_clip_image
 from more4d.pipelines.vism_conditioning import (
-    VAE_SCALE, ViSMCondition, check_output_size, encode_condition, latent_num_frames, render_views, vae_decode,
+    VAE_SCALE,
+    ViSMCondition,
+    check_output_size,
+    encode_condition,
+    latent_num_frames,
+    render_views,
+    vae_decode,
 )
 from more4d.scene import Scene4D
 
 logger = logging.getLogger(__name__)
 
-CameraLike = Union[str, CameraPath, CameraTrajectory]
+CameraLike = str | CameraPath | CameraTrajectory
 VISM_COMPONENTS = ("vae", "vism_transformer", "vism_image_encoder", "tokenizer", "text_encoder")
 LORA_FILE = "vism/lora.safetensors"  # optional in a weights folder: merged into the transformer at load
 # sampling defaults per weights preset (METHOD.md: 50 steps, CFG 6 at full scale; tiny: fast on a CPU)
@@ -165,19 +173,11 @@ class ViSMPipeline(DiffusionPipeline):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def encode_prompt(self, prompt: list[str], device: torch.device, max_sequence_length: int | None = None,
-                      ) -> torch.Tensor:
-        """Text embeddings `(B, 512, text_dim)`: encoder output with padding zeroed, zero-padded to 512 tokens."""
-        max_len = max_sequence_length or min(getattr(self.tokenizer, "model_max_length", TEXT_CONTEXT_LEN),
-                                             TEXT_CONTEXT_LEN)
-        tokens = self.tokenizer(prompt, padding="max_length", max_length=max_len, truncation=True,
-                                add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
-        ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
-        hidden = self.text_encoder(ids, mask).last_hidden_state
-        hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
-        out = hidden.new_zeros(hidden.shape[0], TEXT_CONTEXT_LEN, hidden.shape[-1])
-        out[:, : hidden.shape[1]] = hidden[:, :TEXT_CONTEXT_LEN]
-        return out
+    def encode_prompt(self, prompts: list[str], device: torch.device) -> torch.Tensor:
+        """Text embeddings `(B, 512, text_dim)`: the encoder's tokens (padding zeroed), zero-padded to 512
+        (diffusers' Wan attention splits image from text tokens at 512 from the end)."""
+        hidden = encode_prompt(self.tokenizer, self.text_encoder, prompts, device=device)[:, :TEXT_CONTEXT_LEN]
+        return F.pad(hidden, (0, 0, 0, TEXT_CONTEXT_LEN - hidden.shape[1]))
 
     def check_inputs(self, scene: Scene4D, height: int, width: int, render_only: bool, guidance_scale: float,
                      num_inference_steps: int, callback_on_step_end_tensor_inputs: Sequence[str],

@@ -61,11 +61,11 @@ def save_module(module: torch.nn.Module, folder: Path, dtype: torch.dtype | None
             module.save_pretrained(folder)
             return
         orig = next(module.parameters()).dtype
-        module.to(dtype)
+        torch.nn.Module.to(module, dtype)  # the plain cast (diffusers' `to` warns about fp32 modules)
         try:
             module.save_pretrained(folder)
         finally:
-            module.to(orig)
+            torch.nn.Module.to(module, orig)
         return
     state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in module.state_dict().items()}
     save_file(state, str(folder / RAW_WEIGHTS_NAME))

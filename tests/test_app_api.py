@@ -1,0 +1,258 @@
+"""The app's Python API, viewer, path editor and gradio_client endpoints (tiny preset, random tiny weights).
+
+In-process tests of the viewer / path editor / sessions use `make_test_scene` (no model). The gradio_client
+tests launch the real page on free ports and drive it like a remote user: generate -> render -> files play;
+two sessions at once; bad input everywhere, after which the server still serves.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from more4d.camera import PRESET_NAMES, CameraPath, load_camera_path
+from more4d.errors import InputError
+from more4d.io import read_video
+from more4d.testing import make_test_scene
+from ui.api import AppService, GenerateSettings, More4DSession
+from ui.path_editor import PathEditor
+from ui.server import free_port
+from ui.sessions import SessionRegistry, ViserPool
+from ui.viewer import SceneViewer, c2w_to_wxyz_position, wxyz_position_to_c2w
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "assets" / "examples" / "example_1000042.png"
+
+
+# ------------------------------------------------------------------------------------ viewer + editor
+@pytest.fixture
+def viewer(tmp_path):
+    pool = ViserPool(free_port(), 1)
+    slot = pool.acquire()
+    viewer = SceneViewer(slot.server)
+    yield viewer
+    viewer.close()
+    pool.release(slot)
+
+
+def test_viewer_frames_visibility_and_subsampling(viewer):
+    scene = make_test_scene(T=5, H=24, W=32)
+    seen = []
+    viewer.show_scene(scene, on_frame=seen.append)
+    assert seen == [0, 1, 2, 3, 4]
+    viewer.set_frame(3)
+    assert viewer.frame == 3 and [h.visible for h in viewer._frames] == [False, False, False, True, False]
+    viewer.set_frame(99)  # clamped
+    assert viewer.frame == 4 and int(viewer.gui_frame.value) == 4
+    n_visible = int(scene.visibility[4].sum())
+    assert viewer._frames[4].points.shape == (n_visible, 3)
+    viewer.gui_max_points.value = "10000"  # subsample (still all 768 points: fewer than the cap)
+    assert viewer._frames[0].points.shape[0] == int(scene.visibility[0].sum())
+
+
+def test_c2w_round_trip():
+    c2w = np.eye(4)
+    c2w[:3, :3] = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
+    c2w[:3, 3] = [1.0, -2.0, 3.0]
+    np.testing.assert_allclose(wxyz_position_to_c2w(*c2w_to_wxyz_position(c2w)), c2w, atol=1e-9)
+
+
+def test_path_editor_keyframes_presets_and_files(viewer, tmp_path):
+    viewer.show_scene(make_test_scene(T=5, H=24, W=32))
+    editor = PathEditor(viewer, tmp_path)
+    with pytest.raises(InputError, match="at least 2"):
+        editor.camera_path()
+    moved = np.eye(4)
+    moved[:3, 3] = [0.5, 0.0, 0.0]
+    editor.add_keyframe(np.eye(4), 50.0)
+    editor.add_keyframe(moved, 40.0)
+    assert [k.time for k in editor.keyframes] == sorted(k.time for k in editor.keyframes)
+    editor.move(0, 1)  # swap poses, keep the time slots
+    assert editor.keyframes[0].fov_deg == 40.0 and editor.selected == 1
+    editor.update(1, fov_deg=30.0)
+    with pytest.raises(InputError, match="already has time"):
+        editor.update(1, time=editor.keyframes[0].time)
+    # the rendered path is exactly the previewed one
+    path = editor.camera_path()
+    preview = [n for n in editor._nodes if "preview_" in n.name]
+    traj = path.sample(5)
+    assert len(preview) == 5
+    np.testing.assert_allclose(preview[2].position, traj.c2w[2, :3, 3].numpy(), atol=1e-5)
+    for fmt in ("more4d", "nerfstudio"):
+        loaded = load_camera_path(editor.save(fmt))
+        np.testing.assert_allclose(loaded.sample(5).c2w.numpy(), traj.c2w.numpy(), atol=1e-3)
+    for name in PRESET_NAMES:
+        assert len(editor.fill_preset(name).keyframes) >= 2
+    editor.delete(0)
+    with pytest.raises(InputError, match="unknown camera preset"):
+        editor.fill_preset("nope")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(InputError):
+        editor.load(bad)
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * 1_000_001)
+    with pytest.raises(InputError, match="at most"):
+        editor.load(big)
+
+
+def test_session_registry_reaps_idle_and_pool_limit():
+    closed = []
+
+    class Dummy:
+        busy = False
+
+        def __init__(self, sid):
+            self.id = sid
+
+        def close(self):
+            closed.append(self.id)
+
+    registry = SessionRegistry(Dummy, idle_timeout_s=10.0)
+    a, b = registry.get("a"), registry.get("b")
+    assert registry.get("a") is a
+    b.busy = True
+    assert registry.reap(now=time.monotonic() + 60) == ["a"] and closed == ["a"] and len(registry) == 1
+    registry.close_all()
+    pool = ViserPool(free_port(), 1)
+    slot = pool.acquire()
+    with pytest.raises(InputError, match="viewer slots"):
+        pool.acquire()
+    pool.release(slot)
+    pool.release(slot)  # idempotent
+
+
+# --------------------------------------------------------------------------------- the served app
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    pytest.importorskip("more4d.pipelines.more4d", reason="MoRe4DPipeline is not available yet")
+    from ui.server import serve_in_background, tiny_service
+
+    service = tiny_service(tmp_path_factory.mktemp("weights"), max_sessions=4)
+    with serve_in_background(service) as url:
+        yield url, service
+
+
+def _client(url: str):
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def _generate(client, image=EXAMPLE, prompt="a blue box pulses and an orange ball circles", seed=0, frames=17):
+    from gradio_client import handle_file
+
+    return client.predict(image=handle_file(str(image)), prompt=prompt, negative_prompt="", model="tiny",
+                          frames=frames, steps=2, guidance=None, seed=seed, previews=True, api_name="/generate")
+
+
+def test_client_generate_render_downloads(app):
+    url, service = app
+    client = _client(url)
+    status = _generate(client)
+    assert "Scene ready" in status and "17 frames" in status
+    video, raw, mask, status = client.predict("orbit", 2, None, 0, False, api_name="/render")
+    assert "Rendered" in status and service.session(client.session_hash).last_render.version == 1
+    for file in (video, raw, mask):
+        frames, fps = read_video(file)
+        assert frames.shape[0] == 17 and fps > 0
+    files = client.predict(api_name="/downloads")
+    names = {Path(f).name for f in files}
+    assert {"scene.safetensors", "scene_ply.zip", "scene.glb", "settings.json", "camera_path.json"} <= names
+    path = load_camera_path(next(f for f in files if f.endswith("camera_path.json")))
+    assert isinstance(path, CameraPath)
+    settings = json.loads(Path(next(f for f in files if f.endswith("settings.json"))).read_text())
+    assert settings["num_frames"] == 17 and settings["num_inference_steps"] == 2
+
+
+def test_client_two_sessions_isolated(app):
+    url, service = app
+    a, b = _client(url), _client(url)
+    with ThreadPoolExecutor(2) as pool:
+        fa = pool.submit(_generate, a, EXAMPLE, "a box pulses", 1)
+        fb = pool.submit(lambda: _expect_error(b, "", "prompt is empty"))
+        assert "Scene ready" in fa.result()
+        fb.result()
+    assert "Scene ready" in _generate(b, EXAMPLE.with_name("example_1000011.png"), "a cylinder moves", 2)
+    sa, sb = service.session(a.session_hash), service.session(b.session_hash)
+    assert sa is not sb and sa.workdir != sb.workdir and sa.scene is not sb.scene
+    assert sa.prompt == "a box pulses" and sb.prompt == "a cylinder moves"
+    assert sa.viewer.server is not sb.viewer.server and sa._slot.token != sb._slot.token
+    assert sa.viewer.scene is sa.scene and sb.viewer.scene is sb.scene
+    assert not np.allclose(sa.scene.colors.numpy(), sb.scene.colors.numpy())
+    # viewers are reachable only through their own token
+    assert httpx.get(url + sa._slot.url_path.lstrip("/")).status_code == 200
+    assert httpx.get(url + "viser/not-a-token/").status_code == 404
+
+
+def _expect_error(client, prompt, match, image=EXAMPLE, frames=17):
+    with pytest.raises(Exception, match=match):
+        _generate(client, image, prompt, frames=frames)
+
+
+def test_client_bad_input_clear_messages(app, tmp_path):
+    from gradio_client import handle_file
+
+    url, service = app
+    client = _client(url)
+    with pytest.raises(Exception, match="no scene to render"):
+        client.predict("orbit", 2, None, 0, False, api_name="/render")
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image")
+    _expect_error(client, "a ball", "could not be read as an image", image=text)
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (9000, 8000)).save(huge)  # 72 MP, a small file
+    _expect_error(client, "a ball", "too large", image=huge)
+    _expect_error(client, "   ", "prompt is empty")
+    _expect_error(client, "a ball", "frames must be 4k\\+1", frames=18)
+    malformed = tmp_path / "path.json"
+    malformed.write_text('{"keyframes": [{"c2w": "oops"}]}')
+    with pytest.raises(Exception, match="camera path file .* is malformed"):
+        client.predict(handle_file(str(malformed)), api_name="/load_path")
+    # double click: two generates submitted at once in one session both finish (queued), no crash
+    jobs = [client.submit(image=handle_file(str(EXAMPLE)), prompt="a ball", negative_prompt="", model="tiny",
+                          frames=17, steps=1, guidance=None, seed=s, previews=False, api_name="/generate")
+            for s in (3, 4)]
+    assert all("Scene ready" in job.result(timeout=300) for job in jobs)
+    assert httpx.get(url).status_code == 200
+
+
+def test_api_double_generate_in_one_session_is_refused(app):
+    url, service = app
+    session: More4DSession = service.session("direct-api")
+    errors = []
+    started = threading.Event()
+
+    def slow_progress(fraction, desc=None):
+        started.set()
+        time.sleep(0.05)
+
+    def first():
+        session.generate(EXAMPLE, "a ball", GenerateSettings(num_inference_steps=1), progress=slow_progress)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    started.wait(30)
+    try:
+        session.generate(EXAMPLE, "a ball", GenerateSettings(num_inference_steps=1))
+    except InputError as exc:
+        errors.append(str(exc))
+    thread.join()
+    assert errors and "already running" in errors[0]
+    assert session.scene is not None and not session.busy
+    with pytest.raises(InputError, match="preset"):
+        session.render("not-a-preset")
+    service.sessions.close("direct-api")
+    assert not session.workdir.exists()
+
+
+def test_service_rejects_unknown_model(tmp_path):
+    with pytest.raises(InputError, match="model must be one of"):
+        AppService(model="huge", workdir=tmp_path)
