@@ -120,6 +120,9 @@ def test_session_registry_reaps_idle_and_pool_limit():
     assert registry.get("a") is a
     b.busy = True
     assert registry.reap(now=time.monotonic() + 60) == ["a"] and closed == ["a"] and len(registry) == 1
+    registry.get("c")
+    assert not registry.evict_one(lambda s: False) and registry.evict_one(lambda s: True)
+    assert closed == ["a", "c"]  # b is busy
     registry.close_all()
     pool = ViserPool(free_port(), 1)
     slot = pool.acquire()
@@ -135,7 +138,7 @@ def app(tmp_path_factory):
     pytest.importorskip("more4d.pipelines.more4d", reason="MoRe4DPipeline is not available yet")
     from ui.server import serve_in_background, tiny_service
 
-    service = tiny_service(tmp_path_factory.mktemp("weights"), max_sessions=4)
+    service = tiny_service(tmp_path_factory.mktemp("weights"), max_sessions=3)  # 5 sessions: evicts viewer-less
     with serve_in_background(service) as url:
         yield url, service
 
@@ -235,7 +238,10 @@ def test_api_double_generate_in_one_session_is_refused(app):
         time.sleep(0.05)
 
     def first():
-        session.generate(EXAMPLE, "a ball", GenerateSettings(num_inference_steps=1), progress=slow_progress)
+        try:
+            session.generate(EXAMPLE, "a ball", GenerateSettings(num_inference_steps=1), progress=slow_progress)
+        except Exception as exc:  # surfaced by the assertions below
+            errors.append(f"first generate failed: {exc!r}")
 
     thread = threading.Thread(target=first)
     thread.start()
@@ -245,7 +251,7 @@ def test_api_double_generate_in_one_session_is_refused(app):
     except InputError as exc:
         errors.append(str(exc))
     thread.join()
-    assert errors and "already running" in errors[0]
+    assert len(errors) == 1 and "already running" in errors[0], errors
     assert session.scene is not None and not session.busy
     with pytest.raises(InputError, match="preset"):
         session.render("not-a-preset")

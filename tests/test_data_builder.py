@@ -15,11 +15,12 @@ from more4d.data.index import read_index
 from more4d.errors import InputError
 from more4d.io import write_video
 
-# Bound on the 3D end-point error of tracks visible in both, relative to the true depth, for moving points
-# (object pixels) of synthetic clips with a static camera and exact depth (H.264 video, DIS flow).
-# Measured (seeds 11, 12 at 9x96x128): median 1.6% / 0.5% of depth, p90 up to 60% (flow errors at object
-# edges); asserted: median < 3%.
-MEDIAN_REL_EPE = 0.03
+# 3D end-point error of tracks visible in both, relative to the true depth, on synthetic clips with a static
+# camera and exact depth (H.264 video, DIS flow at full resolution). Measured (seeds 11, 12 at 9x96x128):
+# all points mean 0.7% / 0.8%; moving (object) points median 0.4% / 2.9%, p90 21% / 85% (flow errors at
+# object edges and on approaching objects). Asserted: all-point mean < 2%, moving-point median < 6%.
+MEAN_REL_EPE_ALL = 0.02
+MEDIAN_REL_EPE_MOVING = 0.06
 
 
 class TrueDepth:
@@ -52,12 +53,14 @@ def test_builder_recovers_synthetic_tracks(tmp_path, synthetic):
     for i, truth in enumerate(synthetic):
         built = read_clip(tmp_path / "out" / f"v{i}_0")
         assert built.caption == truth.caption
+        rel_epe = (built.points - truth.points).norm(dim=-1) / truth.points[..., 2]
+        both = built.visibility & truth.visibility
         moving = (truth.points[-1] - truth.points[0]).norm(dim=-1) > 1e-3
-        both = built.visibility & truth.visibility & moving
-        rel = (built.points - truth.points).norm(dim=-1)[both] / truth.points[..., 2][both]
-        print(f"clip {i}: moving-point rel. EPE median {rel.median():.4f} p90 {rel.quantile(0.9):.4f}, "
-              f"visible {built.visibility[:, moving].float().mean():.2f} (true {truth.visibility[:, moving].float().mean():.2f})")
-        assert rel.median() < MEDIAN_REL_EPE
+        rel, rel_all = rel_epe[both & moving], rel_epe[both]
+        print(f"clip {i}: rel. EPE all mean {rel_all.mean():.4f}; moving median {rel.median():.4f} "
+              f"p90 {rel.quantile(0.9):.4f}; moving visible {built.visibility[:, moving].float().mean():.2f} "
+              f"(true {truth.visibility[:, moving].float().mean():.2f})")
+        assert rel_all.mean() < MEAN_REL_EPE_ALL and rel.median() < MEDIAN_REL_EPE_MOVING
         assert built.visibility[:, moving].float().mean() > 0.2  # DIS loses many tracks on spinning/pulsing objects
 
 
@@ -75,23 +78,25 @@ def test_bad_inputs_are_counted_not_fatal(tmp_path, synthetic):
     data = (videos / "good.mp4").read_bytes()
     (videos / "truncated.mp4").write_bytes(data[: len(data) // 4])
     (videos / "truncated.txt").write_text("x")
-    write_video(videos / "nandepth.mp4", clip.frames[::-1].copy())
-    (videos / "nandepth.txt").write_text("x")
+    write_video(videos / "baddepth.mp4", 255 - clip.frames)
+    (videos / "baddepth.txt").write_text("x")
     pickle.dump({"evil": 1}, open(videos / "ignored.pkl", "wb"))
 
-    def depth_fn(image):
-        if image[0, 0, 0] == clip.frames[-1, 0, 0, 0] / 255 and torch.equal(image, clip.frames[-1].float() / 255):
+    known = clip.frames.float() / 255
+
+    def depth_fn(image):  # fails on frames it has never seen (the colour-inverted video)
+        if ((known - image[None]) ** 2).mean((1, 2, 3)).min() > 0.01:
             raise RuntimeError("depth model exploded")
         return TrueDepth([clip])(image)
 
     summary = build_dataset(videos, tmp_path / "out", depth_fn, config=BuildConfig(num_frames=9))
     failed = dict(summary.failed)
     assert [e.id for e in summary.written] == ["good_0"]
-    assert set(failed) == {"short.mp4", "nocaption.mp4", "corrupt.mp4", "truncated.mp4", "nandepth_0"}
+    assert set(failed) == {"short.mp4", "nocaption.mp4", "corrupt.mp4", "truncated.mp4", "baddepth_0"}
     assert "needs 9" in failed["short.mp4"] and "caption" in failed["nocaption.mp4"]
     assert [e.id for e in read_index(tmp_path / "out")] == ["good_0"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["build_summary.json", "good_0", "index.jsonl"]
-    assert "5 failed" in str(summary)
+    assert "5 failed" in str(summary) and "exploded" in failed["baddepth_0"]
 
 
 def test_build_clip_handles_invalid_depth(synthetic):

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from more4d.data import SynthConfig, generate_clips, read_clip, write_clip
-from more4d.data import formats
+from more4d.data import SynthConfig, formats, generate_clips, read_clip, write_clip
 from more4d.data.index import IndexEntry, read_index, split_for, write_index
 from more4d.data.seed_format import read_seed_clip, safe_load_pickle
 from more4d.errors import InputError

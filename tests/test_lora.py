@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import pytest
 import torch
 from peft.tuners.lora import LoraLayer
@@ -12,19 +15,25 @@ from more4d.models.lora import (
     add_lora,
     convert_kohya_lora,
     kohya_name,
+    kohya_table,
     linear_module_names,
     load_lora,
     merge_lora,
     save_lora,
-    seed_lora_targets,
     to_kohya,
     unmerge_lora,
 )
-from more4d.models.vism import build_tiny_vism_components
+from more4d.models.vism import WAN_FUN_14B_INP_CONFIG, build_tiny_vism_components, build_vism_transformer
+
+
+@functools.cache
+def _base_transformer():
+    return build_tiny_vism_components(seed=0)["transformer"]
 
 
 def tiny_transformer(dtype=torch.float32):
-    return build_tiny_vism_components(seed=0)["transformer"].to(dtype)
+    """A fresh copy of the seeded tiny ViSM transformer."""
+    return copy.deepcopy(_base_transformer()).to(dtype)
 
 
 def inputs(batch: int = 2):
@@ -38,6 +47,17 @@ def forward(model, args):
         return model(*args, return_dict=False)[0]
 
 
+SEED_BLOCK_TARGETS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.k",
+                      "cross_attn.v", "cross_attn.o", "cross_attn.k_img", "cross_attn.v_img", "ffn.0", "ffn.2")
+SEED_TOP_TARGETS = ("text_embedding.0", "text_embedding.2", "time_embedding.0", "time_embedding.2",
+                    "time_projection.1", "head.head", "img_emb.proj.1", "img_emb.proj.3")
+
+
+def seed_targets(num_layers: int) -> list[str]:
+    """The original-Wan modules of the authors' ViSM LoRA (seed_checkpoints.md §4)."""
+    return [f"blocks.{i}.{m}" for i in range(num_layers) for m in SEED_BLOCK_TARGETS] + list(SEED_TOP_TARGETS)
+
+
 def kohya_state(num_layers: int = 6, rank: int = 4, alpha: float = 2.0, seed: int = 0) -> dict[str, torch.Tensor]:
     """A synthetic authors'-format LoRA for the tiny ViSM transformer (shapes from its diffusers twin)."""
     from more4d.weights.wan_keys import original_to_diffusers_key
@@ -45,7 +65,7 @@ def kohya_state(num_layers: int = 6, rank: int = 4, alpha: float = 2.0, seed: in
     modules = dict(tiny_transformer().named_modules())
     g = torch.Generator().manual_seed(seed)
     out = {}
-    for orig in seed_lora_targets(num_layers):
+    for orig in seed_targets(num_layers):
         lin = modules[original_to_diffusers_key(orig + ".weight").removesuffix(".weight")]
         name = kohya_name(orig)
         out[f"{name}.lora_down.weight"] = torch.randn(rank, lin.in_features, generator=g)
@@ -56,8 +76,10 @@ def kohya_state(num_layers: int = 6, rank: int = 4, alpha: float = 2.0, seed: in
 
 def test_targets_are_every_linear():
     model = tiny_transformer()
-    assert len(linear_module_names(model)) == 6 * 12 + 8 == len(seed_lora_targets(6))
-    assert len(seed_lora_targets(40)) == 488
+    assert len(linear_module_names(model)) == 6 * 12 + 8
+    assert sorted(kohya_table(model)) == sorted(kohya_name(m) for m in seed_targets(6))
+    full = build_vism_transformer(WAN_FUN_14B_INP_CONFIG, device="meta")
+    assert sorted(kohya_table(full)) == sorted(kohya_name(m) for m in seed_targets(40))  # the seed's 488
     config = add_lora(model, rank=8, alpha=4)
     wrapped = [n for n, m in model.named_modules() if isinstance(m, LoraLayer)]
     assert config.r == 8 and len(wrapped) == 80
@@ -111,7 +133,7 @@ def test_kohya_round_trip_and_merge_rule(tmp_path):
     model = tiny_transformer()
     converted = convert_kohya_lora(state, model)
     assert converted.config.r == 4 and converted.config.lora_alpha == 2.0 and len(converted.state_dict) == 160
-    back = to_kohya(converted, num_layers=6)
+    back = to_kohya(converted, model)
     assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
 
     save_file(state, str(tmp_path / "checkpoint-100.safetensors"))

@@ -117,7 +117,7 @@ def test_callback_preview_seed_and_interrupt(pipe, image, scene):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(prompt=""), "empty"),
     (dict(prompt="   "), "empty"),
-    (dict(prompt="x" * 5000), "too long"),
+    (dict(prompt="x" * 5000), "at most"),
     (dict(prompt=b"\xff\xfe bad"), "UTF-8"),
     (dict(prompt="bad \ud800"), "UTF-8"),
     (dict(prompt=None), "string"),

@@ -28,10 +28,10 @@ from _lib.data import batches, motion_targets, validation_batch
 from _lib.flow import flow_matching_loss
 from _lib.records import save_image_grid
 from _lib.run import Run, entry, load_init, trainable
-from more4d.models.text_encoder import encode_prompt
 
 from more4d.eval.metrics import track_epe
 from more4d.geometry import valid_depth_mask
+from more4d.models.text_encoder import encode_prompt
 from more4d.pipelines.strag import STraGPipeline, depth_condition
 
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         transformer.enable_gradient_checkpointing()
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
     for frozen in (text_encoder, motion_vae):
-        frozen.to(run.device, weight_dtype)
+        torch.nn.Module.to(frozen, run.device, weight_dtype)  # plain cast, no diffusers fp32 warning
     params = trainable(transformer) + trainable(motion_encoder)
     optimizer = run.optimizer(params)
     tracked = {"strag/transformer": transformer} | ({"strag/motion_encoder": motion_encoder}

@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
-    vae.to(run.device, weight_dtype)
-    text.text_encoder.to(run.device, weight_dtype)
+    for frozen in (vae, text.text_encoder):
+        torch.nn.Module.to(frozen, run.device, weight_dtype)  # plain cast, no diffusers fp32 warning
     params = trainable(transformer) + trainable(image_encoder)
     optimizer = run.optimizer(params)
     tracked = {"vism/transformer": transformer} | ({"vism/image_encoder": image_encoder}

@@ -139,13 +139,17 @@ class More4DSession:
             if self._closed:
                 raise InputError("this session has ended; reload the page")
             if self._slot is None:
-                slot = self.service.pool.acquire()
+                slot = self.service.acquire_viewer_slot()
                 self.viewer = SceneViewer(slot.server)
                 self.editor = PathEditor(self.viewer, self.workdir, on_render=self._render_from_viewer)
                 self._slot = slot
                 if self.scene is not None:
                     self.viewer.show_scene(self.scene)
             return self._slot.url_path
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def busy(self) -> bool:
@@ -415,6 +419,16 @@ class AppService:
         dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
         return MoRe4DPipeline.from_preset(model, weights_dir=self.weights_dirs.get(model), device=self.device,
                                           dtype=dtype)
+
+    def acquire_viewer_slot(self) -> ViewerSlot:
+        """A viser server for a session; when all are taken, the least recently active session with no browser
+        connected to its viewer (an API client, a closed tab) is closed to free one."""
+        try:
+            return self.pool.acquire()
+        except InputError:
+            if not self.sessions.evict_one(lambda s: s.viewer is not None and not s.viewer.server.get_clients()):
+                raise
+            return self.pool.acquire()
 
     def model_lock(self, model: str) -> threading.Lock:
         """Serialises calls into one pipeline (schedulers keep per-call state)."""

@@ -87,7 +87,8 @@ def build_demo(service: AppService) -> gr.Blocks:
     """The Blocks page bound to `service`. Launch with `app_kwargs={"routes": proxy_routes(service.pool)}`."""
 
     def session_of(session: More4DSession | None, request: gr.Request) -> More4DSession:
-        if session is not None:
+        """The page's session (from gr.State), or a new one when absent or closed (idle timeout, eviction)."""
+        if session is not None and not session.closed:
             session.last_active = time.monotonic()
             return session
         return service.session(request.session_hash)

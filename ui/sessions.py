@@ -136,6 +136,15 @@ class SessionRegistry:
             self.close(sid)
         return stale
 
+    def evict_one(self, can_evict: Callable[[Any], bool]) -> bool:
+        """Close the least recently active idle session for which `can_evict(session)` holds; False if none."""
+        candidates = [(s.last_active, sid) for sid, s in list(self._sessions.items())
+                      if not s.busy and can_evict(s)]
+        if not candidates:
+            return False
+        self.close(min(candidates)[1])
+        return True
+
     def __len__(self) -> int:
         return len(self._sessions)
 

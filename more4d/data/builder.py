@@ -79,6 +79,7 @@ def _flow_fn(method: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
 
     if method == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        dis.setFinestScale(0)  # full resolution: small objects matter
         return lambda a, b: dis.calc(a, b, None)
     return lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 4, 15, 3, 5, 1.2, 0)
 

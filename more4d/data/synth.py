@@ -28,7 +28,6 @@ from more4d.data.formats import NovelView, TrajClip
 from more4d.errors import InputError
 from more4d.geometry import DEFAULT_FOV_DEG, intrinsics_from_fov
 
-
 SHAPES = ("ball", "box", "cylinder", "capsule")
 MOTIONS = ("translate", "bounce", "orbit", "spin", "approach", "recede", "pulse", "static")
 CAMERA_MOTIONS = ("static", "pan", "truck", "dolly", "orbit")
@@ -131,9 +130,13 @@ class SynthBatch:
 
 
 def generate_clips(seeds: Iterable[int], config: SynthConfig | None = None, device: str | torch.device = "cpu",
-                   *, batch_size: int = 4) -> list[TrajClip]:
-    """Generate one clip per seed (same seed -> same clip on any device), rendered `batch_size` at a time."""
+                   *, batch_size: int | None = None) -> list[TrajClip]:
+    """Generate one CPU `TrajClip` per seed (same seed -> same clip on any device).
+
+    Clips are rendered `batch_size` at a time (default 1 on CPU, where it is fastest, and 32 on GPU).
+    """
     seeds = list(seeds)
+    batch_size = batch_size or (1 if torch.device(device).type == "cpu" else 32)
     clips: list[TrajClip] = []
     for i in range(0, len(seeds), max(1, batch_size)):
         clips += generate_batch(seeds[i:i + batch_size], config, device).clips()
@@ -149,38 +152,34 @@ def generate_batch(seeds: Iterable[int], config: SynthConfig | None = None,
     if not seeds:
         raise InputError("seeds must contain at least one seed")
     device = torch.device(device)
-    T, H, W = config.num_frames, config.height, config.width
+    B, T, H, W, V = len(seeds), config.num_frames, config.height, config.width, config.novel_views
     sampled = [_sample_clip(s, config) for s in seeds]
     params = {k: torch.stack([p[k] for p, _, _ in sampled]).to(device) for k in sampled[0][0]}
-    K = config.intrinsics()
-    rays = _camera_rays(K, H, W).to(device)  # (3, N)
+    K = config.intrinsics().to(device)
+    rays = _camera_rays(K, H, W)  # (3, N)
 
-    K_dev = K.to(device)
-    rgb, depth, ids = _render(params, params["c2w"], rays, K_dev, H, W)
+    # 1) source video, exact depth; 2) frame-0 surface points moved by their object's motion; 3) visibility
+    rgb, depth, ids = _render(params, params["c2w"], rays, K, H, W)
     c2w0 = params["c2w"][:, 0]
     hits0 = (_apply(c2w0[:, :3, :3], depth[:, 0, None] * rays) + c2w0[:, :3, 3:]).transpose(1, 2)  # (B, N, 3)
     points = _trajectories(params, ids[:, 0], hits0)
-    visibility = _visibility(points, params["c2w"], depth, K_dev, H, W)
+    visibility = _visibility(points, params["c2w"], depth, K, H, W)
     visibility[:, 0] = True
-    novel_rgb, novel_depth = [], []
-    for v in range(config.novel_views):
-        nr, nd, _ = _render(params, params["novel_c2w"][:, v], rays, K_dev, H, W)
-        novel_rgb.append(nr)
-        novel_depth.append(nd)
-    B = len(seeds)
+    # 4) the same clip from novel camera paths
+    novel = [_render(params, params["novel_c2w"][:, v], rays, K, H, W)[:2] for v in range(V)]
 
     def to_video(x: torch.Tensor) -> torch.Tensor:
         return (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).reshape(B, T, H, W, 3)
 
-    empty = torch.zeros(B, 0, T, H, W, device=device)
     return SynthBatch(
         frames=to_video(rgb), depth=depth.view(B, T, H, W), points=points, visibility=visibility,
-        colors=rgb[:, 0].contiguous(), K=K.to(device).expand(B, 3, 3).contiguous(), c2w=params["c2w"],
-        novel_frames=torch.stack([to_video(x) for x in novel_rgb], 1) if novel_rgb else empty[..., None].expand(
-            B, 0, T, H, W, 3).to(torch.uint8),
-        novel_depth=torch.stack([x.view(B, T, H, W) for x in novel_depth], 1) if novel_depth else empty,
-        novel_c2w=params["novel_c2w"][:, :config.novel_views],
-        captions=[c for _, c, _ in sampled], metas=[m for _, _, m in sampled], fps=config.fps)
+        colors=rgb[:, 0].contiguous(), K=K.expand(B, 3, 3).contiguous(), c2w=params["c2w"],
+        novel_frames=torch.stack([to_video(r) for r, _ in novel], 1) if V else
+        torch.zeros(B, 0, T, H, W, 3, dtype=torch.uint8, device=device),
+        novel_depth=torch.stack([d.view(B, T, H, W) for _, d in novel], 1) if V else
+        torch.zeros(B, 0, T, H, W, device=device),
+        novel_c2w=params["novel_c2w"][:, :V], captions=[c for _, c, _ in sampled],
+        metas=[m for _, _, m in sampled], fps=config.fps)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -401,8 +400,8 @@ def _camera_phrase(motion: str, direction: str) -> str:
 
 def _camera_rays(K: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """Ray directions `(3, N)` in camera coords with z = 1 (so the ray parameter is z-depth)."""
-    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32) + PIXEL_CENTER,
-                          torch.arange(W, dtype=torch.float32) + PIXEL_CENTER, indexing="ij")
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32, device=K.device) + PIXEL_CENTER,
+                          torch.arange(W, dtype=torch.float32, device=K.device) + PIXEL_CENTER, indexing="ij")
     x = (u.reshape(-1) - K[0, 2]) / K[0, 0]
     y = (v.reshape(-1) - K[1, 2]) / K[1, 1]
     return torch.stack([x, y, torch.ones_like(x)])
@@ -605,7 +604,7 @@ def _render_planes(p: dict[str, torch.Tensor], c2w: torch.Tensor, clip: torch.Te
 
     Returns depth `(U, N)` (inf on a miss), ids `(U, N)` int8, rgb `(U, 3, N)`.
     """
-    U, N = c2w.shape[0], rays.shape[1]
+    U = c2w.shape[0]
     Rc, oc = c2w[:, :3, :3], c2w[:, :3, 3:]
     d = _apply(Rc, rays)  # (U, 3, N)
     center = p["center"][clip, :, 0]  # (U, S, 3)

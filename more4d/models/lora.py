@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,41 +169,31 @@ def kohya_name(orig_module: str) -> str:
     return KOHYA_PREFIX + orig_module.replace(".", "_")
 
 
-def seed_lora_targets(num_layers: int) -> list[str]:
-    """The original-Wan module paths the authors' ViSM LoRA adapts (every Linear of the InP DiT; 488 at 40 layers)."""
-    block = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.k",
-             "cross_attn.v", "cross_attn.o", "cross_attn.k_img", "cross_attn.v_img", "ffn.0", "ffn.2")
-    top = ("text_embedding.0", "text_embedding.2", "time_embedding.0", "time_embedding.2", "time_projection.1",
-           "head.head", "img_emb.proj.1", "img_emb.proj.3")
-    return [f"blocks.{i}.{m}" for i in range(num_layers) for m in block] + list(top)
+def kohya_table(transformer: torch.nn.Module) -> dict[str, str]:
+    """kohya name -> diffusers module name for every Linear of `transformer` (the seed's 488 targets at 14B),
+    through the base Wan key table (`more4d.weights.wan_keys`)."""
+    from more4d.weights.wan_keys import diffusers_to_original_key
 
-
-def _default_key_map() -> Callable[[str], str | None]:
-    from more4d.weights.wan_keys import original_to_diffusers_key
-
-    return original_to_diffusers_key
-
-
-def _kohya_table(num_layers: int, key_map: Callable[[str], str | None]) -> dict[str, str]:
-    """kohya name -> diffusers module name."""
     table = {}
-    for orig in seed_lora_targets(num_layers):
-        target = key_map(orig + ".weight")
-        if target is None or not target.endswith(".weight"):
-            raise InputError(f"no diffusers name for original Wan weight {orig}.weight")
-        table[kohya_name(orig)] = target[: -len(".weight")]
+    for name, module in transformer.named_modules():
+        if type(module) is not torch.nn.Linear or ".lora_" in name:
+            continue
+        name = name.removesuffix(".base_layer")  # already wrapped by peft
+        orig = diffusers_to_original_key(name + ".weight")
+        if orig is None:
+            raise InputError(f"Linear layer {name!r} has no original Wan name; not a Wan transformer?")
+        table[kohya_name(orig.removesuffix(".weight"))] = name
     return table
 
 
-def convert_kohya_lora(state_dict: dict[str, torch.Tensor], transformer: torch.nn.Module, *, strict: bool = True,
-                       key_map: Callable[[str], str | None] | None = None) -> ConvertedLoRA:
+def convert_kohya_lora(state_dict: dict[str, torch.Tensor], transformer: torch.nn.Module, *,
+                       strict: bool = True) -> ConvertedLoRA:
     """Convert the authors' ViSM LoRA to peft form for `transformer` (diffusers naming), accounting for every key.
 
-    `key_map` maps an original Wan parameter name to its diffusers name (default: more4d.weights.wan_keys).
     Raises `InputError` listing keys that are unknown, incomplete (no down/up pair), of the wrong shape, and,
     with `strict`, Linear layers of the model the file does not cover.
     """
-    table = _kohya_table(transformer.config.num_layers, key_map or _default_key_map())
+    table = kohya_table(transformer)
     modules = dict(transformer.named_modules())
     groups: dict[str, dict[str, torch.Tensor]] = {}
     unknown: list[str] = []
@@ -251,16 +240,15 @@ def convert_kohya_lora(state_dict: dict[str, torch.Tensor], transformer: torch.n
     return ConvertedLoRA(out, config)
 
 
-def to_kohya(converted: ConvertedLoRA, num_layers: int, *,
-             key_map: Callable[[str], str | None] | None = None) -> dict[str, torch.Tensor]:
+def to_kohya(converted: ConvertedLoRA, transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Inverse of `convert_kohya_lora`: peft state dict + config -> the authors' kohya-style keys."""
-    inverse = {v: k for k, v in _kohya_table(num_layers, key_map or _default_key_map()).items()}
+    inverse = {v: k for k, v in kohya_table(transformer).items()}
     cfg = converted.config
     out: dict[str, torch.Tensor] = {}
     for key, value in converted.state_dict.items():
         module, _, part = key.rpartition(".lora_")
         if module not in inverse:
-            raise InputError(f"LoRA key {key!r} has no kohya name (not a seed LoRA target)")
+            raise InputError(f"LoRA key {key!r} names no Linear layer of the transformer")
         name = inverse[module]
         out[f"{name}.{'lora_down' if part == 'A.weight' else 'lora_up'}.weight"] = value
         out[f"{name}.alpha"] = torch.tensor(float(cfg.alpha_pattern.get(module, cfg.lora_alpha)))

@@ -125,27 +125,31 @@ class STraGPipeline(DiffusionPipeline):
     """Image + prompt -> Scene4D with the 4D-STraG trajectory generator.
 
     Components: `tokenizer`, `text_encoder`, `motion_vae` (MotionVAE: encodes the RGB/depth conditions, decodes
-    motion), `transformer` (STraGTransformer), `motion_encoder` (MPM feature extractor), plus a plain
-    `depth_estimator` (any `DepthEstimator`, or None when callers always pass `depth=`).
+    motion), `transformer` (STraGTransformer), `motion_encoder` (MPM feature extractor), `image_encoder` (CLIP
+    vision, needed only when the transformer has image cross-attention, as the 14B I2V/Control base does), plus
+    a plain `depth_estimator` (any `DepthEstimator`, or None when callers always pass `depth=`).
 
     >>> pipe = STraGPipeline.from_preset("tiny")
     >>> scene = pipe("photo.jpg", "a dog runs to the left", num_frames=17, seed=0)
     """
 
-    model_cpu_offload_seq = "text_encoder->motion_encoder->transformer->motion_vae"
+    model_cpu_offload_seq = "text_encoder->image_encoder->motion_encoder->transformer->motion_vae"
+    _optional_components = ("image_encoder",)
     _callback_tensor_inputs = ("latents", "noise_pred", "prompt_embeds", "negative_prompt_embeds")
 
     def __init__(self, tokenizer: Any, text_encoder: torch.nn.Module, motion_vae: torch.nn.Module,
                  transformer: torch.nn.Module, motion_encoder: torch.nn.Module,
-                 depth_estimator: DepthEstimator | None = None, resolution: tuple[int, int] = (256, 256),
-                 defaults: dict[str, Any] | None = None, seed_compat: bool = False, fps: float = 8.0) -> None:
+                 image_encoder: torch.nn.Module | None = None, depth_estimator: DepthEstimator | None = None,
+                 resolution: tuple[int, int] = (256, 256), defaults: dict[str, Any] | None = None,
+                 fps: float = 8.0) -> None:
         super().__init__()
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, motion_vae=motion_vae,
-                              transformer=transformer, motion_encoder=motion_encoder)
+                              transformer=transformer, motion_encoder=motion_encoder, image_encoder=image_encoder)
         self.depth_estimator = depth_estimator
         self.resolution = tuple(resolution)
         self.defaults = {**DEFAULTS, **(defaults or {})}
-        self.seed_compat = seed_compat
+        # weights converted from the authors' checkpoints use their motion normalisation constants
+        self.seed_compat = bool(getattr(transformer.config, "seed_compat", False))
         self.fps = fps
         self._interrupt = False
         self.preset = None
@@ -158,8 +162,11 @@ class STraGPipeline(DiffusionPipeline):
 
         spec = get_preset(preset)
         comps = load_components(preset, weights_dir, device=device, dtype=dtype, only=STRAG_COMPONENTS)
+        if comps["transformer"].config.image_dim:
+            comps["image_encoder"] = load_components(preset, weights_dir, device=device, dtype=dtype,
+                                                     only=("vism_image_encoder",))["vism_image_encoder"]
         pipe = cls(depth_estimator=comps.pop("depth"), resolution=spec.resolution, defaults=spec.strag_defaults,
-                   seed_compat=spec.seed_compat, **comps)
+                   **comps)
         pipe.preset = spec.name
         return pipe
 
@@ -241,6 +248,16 @@ class STraGPipeline(DiffusionPipeline):
         dtype = self.motion_vae.dtype
         z = self.motion_vae.encode_video(video.to(device=device, dtype=dtype))  # (2, 16, F, h/8, w/8)
         return torch.cat([z[:1], torch.zeros_like(z[:1]), z[1:]], dim=1)
+
+    def image_tokens(self, image: torch.Tensor) -> torch.Tensor | None:
+        """CLIP tokens `(1, L, image_dim)` of the input image when the transformer cross-attends to them."""
+        if not self.transformer.config.image_dim:
+            return None
+        if self.image_encoder is None:
+            raise InputError("this transformer needs CLIP image tokens but the pipeline has no `image_encoder`")
+        from more4d.models.vism import encode_clip_image
+
+        return encode_clip_image(self.image_encoder, image[None])
 
     def motion_features(self, image: torch.Tensor, device: torch.device) -> torch.Tensor:
         """MPM features of the input image (the transformer's adapter maps them to its token grid)."""
@@ -343,10 +360,12 @@ class STraGPipeline(DiffusionPipeline):
         prompt_embeds, negative_prompt_embeds = embeds[:1], (embeds[1:] if do_cfg else None)
         cond = self.encode_conditions(image_t, depth_t, num_frames, device)
         features = self.motion_features(image_t, device)
+        clip = self.image_tokens(image_t)
         tdtype = self.transformer.dtype
-        if do_cfg:
-            cond, features = cond.expand(2, -1, -1, -1, -1), features.expand(2, *features.shape[1:])
-        cond, features, embeds = cond.to(tdtype), features.to(tdtype), embeds.to(tdtype)
+        batch = 2 if do_cfg else 1  # CFG on text only: conditions are shared by both branches
+        cond, features = cond.expand(batch, -1, -1, -1, -1).to(tdtype), features.expand(batch, -1, -1, -1).to(tdtype)
+        clip = None if clip is None else clip.expand(batch, -1, -1).to(device, tdtype)
+        embeds = embeds.to(tdtype)
 
         # 4. noise and timesteps (noise drawn on the CPU: the same seed gives the same scene on any device)
         shape = (1, LATENT_CHANNELS, f_lat, h // 8, w // 8)
@@ -366,7 +385,7 @@ class STraGPipeline(DiffusionPipeline):
                 x = torch.cat([x.to(tdtype), cond], dim=1)
                 out = self.transformer(hidden_states=x, timestep=t.expand(x.shape[0]),
                                        encoder_hidden_states=embeds, motion_features=features,
-                                       return_dict=False)[0].float()
+                                       encoder_hidden_states_image=clip, return_dict=False)[0].float()
                 noise_pred = out[1:] + guidance_scale * (out[:1] - out[1:]) if do_cfg else out  # [cond, uncond]
                 x0 = latents - sigma.to(latents) * noise_pred  # clean estimate (velocity = noise - x0)
                 latents = sched.step(noise_pred, t, latents, return_dict=False)[0]
@@ -395,3 +414,4 @@ class STraGPipeline(DiffusionPipeline):
 
 
 STRAG_COMPONENTS = ("tokenizer", "text_encoder", "motion_vae", "transformer", "motion_encoder", "depth")
+# and "vism_image_encoder" (shared CLIP) when the transformer has image cross-attention

@@ -300,6 +300,8 @@ def load_unidepth(folder: Path, device: torch.device, dtype: torch.dtype) -> Any
 # The tiny RGB VAE (`vae/`, shared by STraG conditions and ViSM; `motion_vae/` starts as its copy).
 TINY_VAE_CONFIG: dict[str, Any] = dict(base_dim=8, z_dim=16, dim_mult=(1, 2, 2, 2), num_res_blocks=1,
                                        temperal_downsample=(False, True, True))
+# The motion adaptors run per frame at full resolution: 32 channels (the seed's 128 cost 16x the FLOPs on CPU).
+TINY_ADAPTOR_CONFIG: dict[str, Any] = dict(adaptor_channels=32, adaptor_groups=8)
 
 
 def build_tiny_strag_components(seed: int = 0) -> dict[str, Any]:
@@ -317,7 +319,7 @@ def build_tiny_strag_components(seed: int = 0) -> dict[str, Any]:
     vae = AutoencoderKLWan(**cfg, latents_mean=[0.0] * 16, latents_std=[1.0] * 16)
     tokenizer = build_word_tokenizer(TINY_VOCAB, max_length=32)
     return dict(
-        vae=vae, motion_vae=MotionVAE.from_vae(vae), tokenizer=tokenizer,
+        vae=vae, motion_vae=MotionVAE.from_vae(vae, **TINY_ADAPTOR_CONFIG), tokenizer=tokenizer,
         text_encoder=tiny_text_encoder_for(tokenizer, text_dim=TINY_STRAG_CONFIG["text_dim"]),
         transformer=STraGTransformer(**TINY_STRAG_CONFIG),
         motion_encoder=TinyMotionEncoder(feature_dim=TINY_STRAG_CONFIG["motion_feature_dim"]),
