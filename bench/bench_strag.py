@@ -169,12 +169,12 @@ def main() -> None:
                     if name != "stock":
                         x["motion_features"] = features[b]
                     with torch.inference_mode():
-                        sec = timeit(lambda: model(**x, return_dict=False), device, args.warmup, args.iters)
+                        sec = timeit(lambda m=model, x=x: m(**x, return_dict=False), device, args.warmup, args.iters)
                     flops = b * forward_flops(config, latent, text, image, mpm=name != "stock")
                     print(f"{name:<10} {b:>5} {backend:<14} {str(fused):<5} {str(compiled):<8} {sec:>9.3f} "
-                          f"{flops / sec / 1e12:>8.1f} {flops / sec / peak:>6.1%}", flush=True)
+                          f"{flops / sec / 1e12:>8.3g} {flops / sec / peak:>6.1%}", flush=True)
             if fused and not compiled:
-                model.unfuse_projections()  # frees the fused copies before the next model
+                model.unfuse_qkv_projections()  # frees the fused copies before the next model
             if device.type == "cuda":
                 print(f"  peak memory so far {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
 

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             x = to_video(val.frames)
             recon = m_.decode(m_.encode(x).latent_dist.mode()).sample.float().clamp(-1, 1)
             a, b = (x.permute(0, 2, 3, 4, 1) + 1) / 2, (recon.permute(0, 2, 3, 4, 1) + 1) / 2
-            rows = [[a[i, t].cpu().numpy() for t in ts] + [b[i, t].cpu().numpy() for t in ts] for i in range(2)]
+            rows = [[a[i, t].cpu().numpy() for t in ts] + [b[i, t].cpu().numpy() for t in ts] for i in range(min(2, len(val)))]
             save_image_grid(path, rows, col_titles=[f"gt t={t}" for t in ts] + [f"recon t={t}" for t in ts])
             return {"val/psnr": float(psnr(b, a).mean())}
         m, vis, valid, alphas = motion_targets(val)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                             for b in range(len(alphas))])
         vis_n = vis.flatten(2)
         rows = [[m[i, :, t].abs().sum(0).cpu().numpy() for t in ts] + [recon[i, :, t].abs().sum(0).cpu().numpy()
-                                                                     for t in ts] for i in range(2)]
+                                                                     for t in ts] for i in range(min(2, len(val)))]
         save_image_grid(path, rows, col_titles=[f"|m| t={t}" for t in ts] + [f"|recon| t={t}" for t in ts])
         return {"val/epe_m": float(track_epe(pred, val.points, vis_n, valid).nanmean()),
                 "val/l1_m": float((recon - m).abs().mean())}

@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--paper-scale", action="store_true", help="the paper's 49 x 368 x 512 clips")
     p.add_argument("--device", default="cpu", help="torch device for rendering (default cpu)")
     p.add_argument("--batch-size", type=int, default=1, help="clips rendered together (use 16-64 on a GPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is fastest on a busy machine; default: torch's choice)")
     return p
 
 
@@ -31,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_clips < 1:
         raise InputError(f"--num-clips must be >= 1, got {args.num_clips}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     base = SynthConfig.paper_scale() if args.paper_scale else SynthConfig()
     config = SynthConfig(num_frames=args.frames or base.num_frames, height=args.height or base.height,
                          width=args.width or base.width, novel_views=args.novel_views)

@@ -13,8 +13,18 @@ from diffusers import AutoencoderKLWan
 
 from more4d.models.motion_features import OmniMAEViT, TinyMotionEncoder
 from more4d.models.motion_vae import MotionVAE
-from more4d.models.strag_transformer import LATENT_CHANNELS, TINY_STRAG_CONFIG, WAN_14B_STRAG_CONFIG, STraGTransformer
-from more4d.models.text_encoder import TINY_VOCAB, UMT5_MAX_LENGTH, build_word_tokenizer, tiny_text_encoder_for
+from more4d.models.strag_transformer import (
+    LATENT_CHANNELS,
+    TINY_STRAG_CONFIG,
+    WAN_14B_STRAG_CONFIG,
+    STraGTransformer,
+)
+from more4d.models.text_encoder import (
+    TINY_VOCAB,
+    UMT5_MAX_LENGTH,
+    build_word_tokenizer,
+    tiny_text_encoder_for,
+)
 
 # Tiny Wan VAE: base_dim 16 (8 was no faster on the 2-core CPU, 12 slower; bench/RESULTS.md "STraG models").
 TINY_VAE_CONFIG: dict[str, Any] = dict(

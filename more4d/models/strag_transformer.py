@@ -39,7 +39,7 @@ WAN_14B_STRAG_CONFIG: dict[str, Any] = dict(
 )
 # The embedded default (docs/contracts.md "Tiny configuration").
 TINY_STRAG_CONFIG: dict[str, Any] = dict(
-    WAN_14B_STRAG_CONFIG, num_attention_heads=4, attention_head_dim=64, text_dim=128, ffn_dim=1024, num_layers=6,
+    WAN_14B_STRAG_CONFIG, num_attention_heads=4, attention_head_dim=64, text_dim=128, ffn_dim=768, num_layers=6,
     image_dim=None, added_kv_proj_dim=None, motion_feature_dim=128,
 )
 
