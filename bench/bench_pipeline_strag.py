@@ -75,18 +75,20 @@ def bench_tiny(args: argparse.Namespace) -> None:
     kw = dict(num_frames=args.frames, num_inference_steps=args.steps, resolution=(args.size, args.size))
     img = image(args.size, args.size)
     pipe(img, "a red ball bounces to the left", **dict(kw, num_inference_steps=1, num_frames=5))  # warm-up
-    totals = []
+    totals, cpu = [], []
     for r in range(args.repeats):
         times: dict[str, float] = defaultdict(float)
         with stage_timer(pipe, times):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             scene = pipe(img, "a red ball bounces to the left", seed=r, **kw)
             totals.append(time.perf_counter() - t)
+            cpu.append((time.process_time() - c) / torch.get_num_threads())
         stages = ", ".join(f"{k} {v:.2f}" for k, v in times.items())
-        print(f"run {r}: {totals[-1]:.2f} s  [{stages}]")
+        print(f"run {r}: wall {totals[-1]:.2f} s, CPU time / threads {cpu[-1]:.2f} s  [{stages}]")
     md = scene.metadata
     print(f"tiny {args.frames}x{args.size}x{args.size}, {md['num_inference_steps']} steps ({md['scheduler']}, "
-          f"CFG {md['guidance_scale']}): median {np.median(totals):.2f} s, min {min(totals):.2f} s")
+          f"CFG {md['guidance_scale']}): wall median {np.median(totals):.2f} s (min {min(totals):.2f}); "
+          f"CPU time / threads median {np.median(cpu):.2f} s (the wall time on an idle machine, at best)")
 
 
 def build_14b(device: torch.device, offload: bool) -> STraGPipeline:

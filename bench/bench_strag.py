@@ -146,7 +146,7 @@ def main() -> None:
     print(f"built {sum(p.numel() for p in strag.parameters()) / 1e9:.2f}B params on {device} in "
           f"{time.perf_counter() - t0:.0f} s; latent {latent}, tokens {latent[0] * latent[1] * latent[2] // 4}")
     peak = matmul_peak(device, dtype)
-    print(f"measured {dtype} matmul peak: {peak / 1e12:.1f} TFLOP/s")
+    print(f"measured {dtype} matmul peak: {peak / 1e12:.3g} TFLOP/s")
     print(f"{'model':<10} {'batch':>5} {'backend':<14} {'fused':<5} {'compiled':<8} {'s/forward':>9} "
           f"{'TFLOP/s':>8} {'MFU':>6}")
 

@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = argparse.ArgumentParser(add_help=False)
     add_parallel_arguments(extra)
     pargs, rest = extra.parse_known_args(argv)
-    args = build_parser().parse_args(rest)
+    args = build_parser(argv[0]).parse_args(rest)
     info = init_distributed()
     args.parallel = info.world_size if pargs.parallel is None else pargs.parallel
     args.parallel_mode, args.ring_degree = pargs.parallel_mode, pargs.ring_degree

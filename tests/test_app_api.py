@@ -133,13 +133,49 @@ def test_session_registry_reaps_idle_and_pool_limit():
 
 
 # --------------------------------------------------------------------------------- the served app
+class SceneOnlyPipeline:
+    """Stands in for MoRe4DPipeline where the model is beside the point (sessions, errors, the queue): generate
+    returns a seeded `make_test_scene`, render draws it with the point renderer (frames = render)."""
+
+    def generate(self, image, prompt, *, num_frames=17, num_inference_steps=2, generator=None,
+                 callback_on_step_end=None, **kwargs):
+        for step in range(num_inference_steps):
+            callback_on_step_end(self, step, None, {})
+        scene = make_test_scene(T=num_frames, H=32, W=48, seed=generator.initial_seed() % 1000)
+        scene.prompt = prompt
+        return scene
+
+    def render(self, scene, camera, *, callback_on_step_end=None, **kwargs):
+        from more4d.pipelines.vism import ViSMOutput
+        from more4d.render import render_scene
+
+        out = render_scene(scene, camera.sample(scene.num_frames))
+        callback_on_step_end(self, 0, None, {})
+        return ViSMOutput(frames=out.rgb[None], render=out.rgb[None], mask=out.hole_mask[None], fps=scene.fps)
+
+
+def _serve(service):
+    from ui.server import serve_in_background
+
+    return serve_in_background(service)
+
+
+@pytest.fixture(scope="module")
+def tiny_app(tmp_path_factory):
+    """The page on the real tiny preset (shipped weights, else random tiny weights)."""
+    from ui.server import tiny_service
+
+    service = tiny_service(tmp_path_factory.mktemp("weights"))
+    with _serve(service) as url:
+        yield url, service
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    pytest.importorskip("more4d.pipelines.more4d", reason="MoRe4DPipeline is not available yet")
-    from ui.server import serve_in_background, tiny_service
-
-    service = tiny_service(tmp_path_factory.mktemp("weights"), max_sessions=3)  # 5 sessions: evicts viewer-less
-    with serve_in_background(service) as url:
+    """The page on `SceneOnlyPipeline`, 3 viewer slots (more sessions evict viewer-less ones)."""
+    service = AppService(viser_port=free_port(), max_sessions=3, workdir=tmp_path_factory.mktemp("app"),
+                         pipeline_factory=lambda model: SceneOnlyPipeline(), device="cpu")
+    with _serve(service) as url:
         yield url, service
 
 
@@ -149,30 +185,36 @@ def _client(url: str):
     return Client(url, verbose=False)
 
 
-def _generate(client, image=EXAMPLE, prompt="a blue box pulses and an orange ball circles", seed=0, frames=17):
+def _generate(client, image=EXAMPLE, prompt="a blue box pulses and an orange ball circles", seed=0, frames=5):
     from gradio_client import handle_file
 
     return client.predict(image=handle_file(str(image)), prompt=prompt, negative_prompt="", model="tiny",
-                          frames=frames, steps=2, guidance=None, seed=seed, previews=True, api_name="/generate")
+                          frames=frames, steps=1, guidance=None, seed=seed, previews=False, api_name="/generate")
 
 
-def test_client_generate_render_downloads(app):
-    url, service = app
+def _expect_error(client, prompt, match, image=EXAMPLE, frames=5):
+    with pytest.raises(Exception, match=match):
+        _generate(client, image, prompt, frames=frames)
+
+
+@pytest.mark.slow
+def test_client_tiny_generate_render_downloads(tiny_app):
+    """End to end on the tiny model: generate -> render a preset path -> videos play, downloads exist."""
+    url, service = tiny_app
     client = _client(url)
-    status = _generate(client)
-    assert "Scene ready" in status and "17 frames" in status
-    video, raw, mask, status = client.predict("orbit", 2, None, 0, False, api_name="/render")
+    status = _generate(client, frames=5)
+    assert "Scene ready" in status and "5 frames" in status
+    video, raw, mask, status = client.predict("orbit", 1, None, 0, False, api_name="/render")
     assert "Rendered" in status and service.session(client.session_hash).last_render.version == 1
     for file in (video, raw, mask):
         frames, fps = read_video(file)
-        assert frames.shape[0] == 17 and fps > 0
+        assert frames.shape[0] == 5 and fps > 0
     files = client.predict(api_name="/downloads")
     names = {Path(f).name for f in files}
     assert {"scene.safetensors", "scene_ply.zip", "scene.glb", "settings.json", "camera_path.json"} <= names
-    path = load_camera_path(next(f for f in files if f.endswith("camera_path.json")))
-    assert isinstance(path, CameraPath)
+    assert isinstance(load_camera_path(next(f for f in files if f.endswith("camera_path.json"))), CameraPath)
     settings = json.loads(Path(next(f for f in files if f.endswith("settings.json"))).read_text())
-    assert settings["num_frames"] == 17 and settings["num_inference_steps"] == 2
+    assert settings["num_frames"] == 5 and settings["num_inference_steps"] == 1
 
 
 def test_client_two_sessions_isolated(app):
@@ -180,7 +222,7 @@ def test_client_two_sessions_isolated(app):
     a, b = _client(url), _client(url)
     with ThreadPoolExecutor(2) as pool:
         fa = pool.submit(_generate, a, EXAMPLE, "a box pulses", 1)
-        fb = pool.submit(lambda: _expect_error(b, "", "prompt is empty"))
+        fb = pool.submit(_expect_error, b, "", "prompt is empty")
         assert "Scene ready" in fa.result()
         fb.result()
     assert "Scene ready" in _generate(b, EXAMPLE.with_name("example_1000011.png"), "a cylinder moves", 2)
@@ -189,15 +231,10 @@ def test_client_two_sessions_isolated(app):
     assert sa.prompt == "a box pulses" and sb.prompt == "a cylinder moves"
     assert sa.viewer.server is not sb.viewer.server and sa._slot.token != sb._slot.token
     assert sa.viewer.scene is sa.scene and sb.viewer.scene is sb.scene
-    assert not np.allclose(sa.scene.colors.numpy(), sb.scene.colors.numpy())
-    # viewers are reachable only through their own token
+    assert not np.allclose(sa.scene.points.numpy(), sb.scene.points.numpy())
+    # each viewer is reachable only through its own token
     assert httpx.get(url + sa._slot.url_path.lstrip("/")).status_code == 200
     assert httpx.get(url + "viser/not-a-token/").status_code == 404
-
-
-def _expect_error(client, prompt, match, image=EXAMPLE, frames=17):
-    with pytest.raises(Exception, match=match):
-        _generate(client, image, prompt, frames=frames)
 
 
 def test_client_bad_input_clear_messages(app, tmp_path):
@@ -206,12 +243,12 @@ def test_client_bad_input_clear_messages(app, tmp_path):
     url, service = app
     client = _client(url)
     with pytest.raises(Exception, match="no scene to render"):
-        client.predict("orbit", 2, None, 0, False, api_name="/render")
+        client.predict("orbit", 1, None, 0, False, api_name="/render")
     text = tmp_path / "notes.png"
     text.write_text("this is not an image")
     _expect_error(client, "a ball", "could not be read as an image", image=text)
     huge = tmp_path / "huge.png"
-    Image.new("RGB", (9000, 8000)).save(huge)  # 72 MP, a small file
+    Image.new("RGB", (9000, 8000)).save(huge)  # 72 MP in a small file
     _expect_error(client, "a ball", "too large", image=huge)
     _expect_error(client, "   ", "prompt is empty")
     _expect_error(client, "a ball", "frames must be 4k\\+1", frames=18)
@@ -219,12 +256,11 @@ def test_client_bad_input_clear_messages(app, tmp_path):
     malformed.write_text('{"keyframes": [{"c2w": "oops"}]}')
     with pytest.raises(Exception, match="camera path file .* is malformed"):
         client.predict(handle_file(str(malformed)), api_name="/load_path")
-    # double click: two generates submitted at once in one session both finish (queued), no crash
-    jobs = [client.submit(image=handle_file(str(EXAMPLE)), prompt="a ball", negative_prompt="", model="tiny",
-                          frames=17, steps=1, guidance=None, seed=s, previews=False, api_name="/generate")
-            for s in (3, 4)]
-    assert all("Scene ready" in job.result(timeout=300) for job in jobs)
-    assert httpx.get(url).status_code == 200
+    # double click: two renders submitted at once in one session are queued and both finish
+    assert "Scene ready" in _generate(client)
+    jobs = [client.submit("orbit", 1, None, 0, True, api_name="/render") for _ in range(2)]
+    assert all("Rendered" in job.result(timeout=120)[3] for job in jobs)
+    assert httpx.get(url).status_code == 200 and "Scene ready" in _generate(client, seed=5)
 
 
 def test_api_double_generate_in_one_session_is_refused(app):
@@ -239,7 +275,7 @@ def test_api_double_generate_in_one_session_is_refused(app):
 
     def first():
         try:
-            session.generate(EXAMPLE, "a ball", GenerateSettings(num_inference_steps=1), progress=slow_progress)
+            session.generate(EXAMPLE, "a ball", GenerateSettings(num_frames=5), progress=slow_progress)
         except Exception as exc:  # surfaced by the assertions below
             errors.append(f"first generate failed: {exc!r}")
 
@@ -247,16 +283,18 @@ def test_api_double_generate_in_one_session_is_refused(app):
     thread.start()
     started.wait(30)
     try:
-        session.generate(EXAMPLE, "a ball", GenerateSettings(num_inference_steps=1))
+        session.generate(EXAMPLE, "a ball", GenerateSettings(num_frames=5))
     except InputError as exc:
         errors.append(str(exc))
     thread.join()
     assert len(errors) == 1 and "already running" in errors[0], errors
     assert session.scene is not None and not session.busy
-    with pytest.raises(InputError, match="preset"):
+    with pytest.raises(InputError, match="unknown camera preset"):
         session.render("not-a-preset")
+    session.cancel()  # the next job starts uncancelled
+    assert session.render("orbit").video.is_file()
     service.sessions.close("direct-api")
-    assert not session.workdir.exists()
+    assert not session.workdir.exists() and session.closed
 
 
 def test_service_rejects_unknown_model(tmp_path):

@@ -75,10 +75,16 @@ def test_browser_generate_scrub_keyframes_render(app_url, browser, tmp_path):
         toast.first.click()
     viewer_box = page.locator("#more4d-viewer iframe").bounding_box()
 
-    # 2) pick an example and generate
+    # 2) pick an example, ask for a small scene (5 frames, 1 step: CPU time) and generate
     page.locator("#more4d-examples [data-testid='dataset-cell-0-0']").click()
+    page.get_by_text("Advanced settings").click()
+    page.locator("#more4d-frames input[type='number']").fill("5")
+    page.locator("#more4d-frames input[type='number']").press("Enter")
+    page.locator("#more4d-steps input").fill("1")
+    page.get_by_text("Render settings").click()
+    page.locator("#more4d-render-steps input").fill("1")
     page.get_by_role("button", name="Generate").click()
-    page.get_by_text("Scene ready").wait_for(timeout=240_000)
+    page.get_by_text("Scene ready: 5 frames").wait_for(timeout=300_000)
     frame.get_by_text("Frame", exact=True).wait_for()
     page.wait_for_timeout(1500)
     blank = page.locator("#more4d-viewer iframe").screenshot(path=str(shots / "viewer_scene.png"))
@@ -108,7 +114,7 @@ def test_browser_generate_scrub_keyframes_render(app_url, browser, tmp_path):
 
     # 5) render the viewer's path from the page and see the video
     page.get_by_role("button", name="Render this path").click()
-    page.get_by_text("Rendered").first.wait_for(timeout=240_000)
+    page.get_by_text("Rendered 5 frames").first.wait_for(timeout=300_000)
     video = page.locator("video").first
     video.wait_for(timeout=30_000)
     assert page.locator("video").count() >= 3

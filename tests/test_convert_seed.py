@@ -113,15 +113,15 @@ def test_omnimae_checkpoint_loading(tmp_path):
     _, omnimae, state = seed_state()
     ckpt = {k.removeprefix("omnimae_extractor."): v for k, v in state.items() if k.startswith("omnimae_extractor.")}
     torch.save(ckpt, tmp_path / "vitb_pretrain.torch")
-    loaded = OmniMAEViT.from_checkpoint(tmp_path / "vitb_pretrain.torch", image_size=32, dim=24, depth=2, num_heads=1)
+    loaded = OmniMAEViT.from_omnimae_checkpoint(tmp_path / "vitb_pretrain.torch", image_size=32, dim=24, depth=2, num_heads=1)
     img = torch.rand(2, 3, 40, 56)
     with torch.no_grad():
         assert torch.equal(loaded(img), omnimae(img))
     torch.save({k: v for k, v in ckpt.items() if "blocks.1.norm2" not in k}, tmp_path / "short.torch")
     with pytest.raises(InputError, match="missing"):
-        OmniMAEViT.from_checkpoint(tmp_path / "short.torch", image_size=32, dim=24, depth=2, num_heads=1)
+        OmniMAEViT.from_omnimae_checkpoint(tmp_path / "short.torch", image_size=32, dim=24, depth=2, num_heads=1)
     with pytest.raises(InputError, match="not found"):
-        OmniMAEViT.from_checkpoint(tmp_path / "nope.torch")
+        OmniMAEViT.from_omnimae_checkpoint(tmp_path / "nope.torch")
 
 
 def test_load_original_wan_transformer(tmp_path):

@@ -155,26 +155,33 @@ def _pipeline(rank: int, world: int) -> dict:
     from more4d.pipelines.strag import STraGPipeline
 
     comps = build_tiny_strag_components(seed=0)
+    comps.pop("vae")  # the motion VAE encodes the conditions
     with torch.no_grad():
         for name, p in comps["transformer"].named_parameters():
             if name.endswith(".gate"):
                 p.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
-    comps.pop("vae")  # the motion VAE encodes the conditions
     pipe = STraGPipeline(**{k: v.eval() if isinstance(v, torch.nn.Module) else v for k, v in comps.items()},
                          resolution=(64, 64))
     pipe.set_progress_bar_config(disable=True)
     image = torch.rand(48, 64, 3, generator=torch.Generator().manual_seed(3))
-    kwargs = dict(num_frames=5, num_inference_steps=2, guidance_scale=4.0, depth=torch.full((48, 64), 3.0))
+    latents: list[torch.Tensor] = []
+    kwargs = dict(num_frames=5, num_inference_steps=2, guidance_scale=4.0, depth=torch.full((48, 64), 3.0),
+                  callback_on_step_end=lambda p, i, t, kw: latents.append(kw["latents"]))
     ref = pipe(image, "a dog runs", **kwargs).points
-    diffs = {}
+    result = {}
     for mode in ("context", "cfg"):
         pipe.register_modules(transformer=copy.deepcopy(comps["transformer"]))
         setup_parallel(pipe, world, mode)
-        diffs[mode] = (pipe(image, "a dog runs", **kwargs).points - ref).abs().max().item()
-    return diffs
+        points = pipe(image, "a dog runs", **kwargs).points
+        result[mode] = dict(latents=(latents[-1] - latents[1]).abs().max().item(),
+                            points=((points - ref).abs().max() / ref.abs().max()).item())
+    return result
 
 
 def test_strag_pipeline_two_processes(tmp_path):
-    """STraGPipeline end to end (batched CFG, 2 steps, 5 x 48 x 64): the scene equals the single-process one."""
+    """STraGPipeline end to end (batched CFG 4.0, 2 steps, 5 x 48 x 64) on 2 processes. Context: bit-equal. CFG:
+    each rank runs a batch of 1 instead of 2, so float32 GEMMs round differently (noise predictions ~5e-6 apart);
+    the random tiny motion-VAE decoder amplifies that to ~3e-4 of the point scale."""
     for r in run_ranks(_pipeline, 2, tmp_path):
-        assert r["context"] < ATOL and r["cfg"] < ATOL, r
+        assert r["context"]["latents"] < ATOL and r["context"]["points"] < ATOL, r
+        assert r["cfg"]["latents"] < 1e-4 and r["cfg"]["points"] < 2e-3, r

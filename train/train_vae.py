@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             x = to_video(val.frames)
             recon = m_.decode(m_.encode(x).latent_dist.mode()).sample.float().clamp(-1, 1)
             a, b = (x.permute(0, 2, 3, 4, 1) + 1) / 2, (recon.permute(0, 2, 3, 4, 1) + 1) / 2
-            rows = [[a[i, t].cpu().numpy() for t in ts] + [b[i, t].cpu().numpy() for t in ts] for i in range(min(2, len(val)))]
+            rows = [[a[i, t].cpu().numpy() for t in ts] + [b[i, t].cpu().numpy() for t in ts]
+                    for i in range(min(2, len(val)))]
             save_image_grid(path, rows, col_titles=[f"gt t={t}" for t in ts] + [f"recon t={t}" for t in ts])
             return {"val/psnr": float(psnr(b, a).mean())}
         m, vis, valid, alphas = motion_targets(val)

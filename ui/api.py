@@ -61,7 +61,7 @@ class GenerateSettings:
     guidance_scale: float | None = None
     seed: int = 0
     negative_prompt: str = ""
-    preview_every: int | None = 3  # show the current estimate in the viewer every N denoising steps (None: off)
+    preview_every: int | None = None  # show the current estimate in the viewer every N steps (one decode each)
 
     def check(self) -> None:
         if self.model not in MODELS:

@@ -186,13 +186,14 @@ def build_demo(service: AppService) -> gr.Blocks:
                 with gr.Accordion("Advanced settings", open=False):
                     negative_prompt = gr.Textbox(label="Negative prompt", lines=1, max_length=2000)
                     model = gr.Dropdown(list(MODELS), value=service.default_model, label="Model")
-                    frames = gr.Slider(5, 81, value=17, step=4, label="Frames (4k+1)")
-                    steps = gr.Number(None, label="Steps (empty: model default)", precision=0, minimum=1, maximum=200)
+                    frames = gr.Slider(5, 81, value=17, step=4, label="Frames (4k+1)", elem_id="more4d-frames")
+                    steps = gr.Number(None, label="Steps (empty: model default)", precision=0, minimum=1, maximum=200,
+                                      elem_id="more4d-steps")
                     guidance = gr.Number(None, label="Guidance (empty: model default)", minimum=0, maximum=30)
                     with gr.Row():
                         seed = gr.Number(0, label="Seed", precision=0, minimum=0, scale=3)
                         randomise = gr.Button("Random", scale=1, min_width=60)
-                    previews = gr.Checkbox(True, label="Show denoising previews in the viewer")
+                    previews = gr.Checkbox(False, label="Live previews in the viewer every 3 steps (one decode each)")
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", scale=3)
                     cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
@@ -212,7 +213,7 @@ def build_demo(service: AppService) -> gr.Blocks:
                 with gr.Accordion("Render settings", open=False):
                     with gr.Row():
                         render_steps = gr.Number(None, label="Steps (empty: default)", precision=0, minimum=1,
-                                                 maximum=200)
+                                                 maximum=200, elem_id="more4d-render-steps")
                         render_guidance = gr.Number(None, label="Guidance (empty: default)", minimum=0, maximum=30)
                         render_only = gr.Checkbox(False, label="Point render only (skip inpainting)")
                 with gr.Row():

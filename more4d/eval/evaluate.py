@@ -123,7 +123,8 @@ def _summary(values: list[float]) -> float:
 @torch.no_grad()
 def evaluate(model: str = "tiny", weights_dir: str | os.PathLike | None = None, num_clips: int = 32,
              device: str | torch.device | None = None, num_inference_steps: int | None = None,
-             vism_steps: int = 10, seed_start: int = HELD_OUT_SEED_START, progress: bool = True) -> dict[str, Any]:
+             vism_steps: int = 10, seed_start: int = HELD_OUT_SEED_START, progress: bool = True,
+             mean_motion_path: str | os.PathLike = MEAN_MOTION_FILE) -> dict[str, Any]:
     """Run every measurement on `num_clips` held-out clips; returns the report dict (see module docstring)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
@@ -146,7 +147,7 @@ def evaluate(model: str = "tiny", weights_dir: str | os.PathLike | None = None, 
     H, W = strag.resolution
     T = strag.defaults["num_frames"]
     config = SynthConfig(num_frames=T, height=H, width=W, novel_views=1)
-    mean_field = load_mean_motion()
+    mean_field = load_mean_motion(mean_motion_path)
 
     rows: list[dict[str, Any]] = []
     for i in range(num_clips):

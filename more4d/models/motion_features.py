@@ -3,7 +3,7 @@
 - `OmniMAEViT`: the frozen video-pretrained OmniMAE ViT-B/16 trunk (full scale; seed_checkpoints.md §5). The image
   is ImageNet-normalised, resized to 224x224 (bilinear), repeated to 2 frames, patchified by a (2, 16, 16) Conv3d,
   plus the fixed sinusoidal position embedding, 12 pre-norm blocks (exact GELU), final LayerNorm -> `(B, 768, 14, 14)`.
-  `OmniMAEViT.from_checkpoint(path)` loads the authors' `vitb_pretrain.torch` from a local file.
+  `OmniMAEViT.from_omnimae_checkpoint(path)` loads the authors' `vitb_pretrain.torch` from a local file.
 - `TinyMotionEncoder`: a small trainable CNN for the embedded default -> `(B, 128, H/16, W/16)`.
 """
 
@@ -95,7 +95,7 @@ class OmniMAEViT(ModelMixin, ConfigMixin):
         return x.transpose(1, 2).reshape(x.shape[0], c.dim, grid, grid)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, **config) -> OmniMAEViT:
+    def from_omnimae_checkpoint(cls, path: str | os.PathLike, **config) -> OmniMAEViT:
         """Load the authors' `vitb_pretrain.torch` (local file, `torch.load(weights_only=True)`), strict."""
         path = Path(path)
         if not path.is_file():

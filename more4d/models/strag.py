@@ -26,9 +26,10 @@ from more4d.models.text_encoder import (
     tiny_text_encoder_for,
 )
 
-# Tiny Wan VAE: base_dim 16 (8 was no faster on the 2-core CPU, 12 slower; bench/RESULTS.md "STraG models").
+# Tiny Wan VAE: speed on the 2-core CPU is the same for base_dim 8 and 16 (frame-caching overhead dominates; 12 is
+# slower), so the smallest that fits the 32 MB budget: 0.22M params (bench/RESULTS.md "STraG models").
 TINY_VAE_CONFIG: dict[str, Any] = dict(
-    base_dim=16, z_dim=LATENT_CHANNELS, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+    base_dim=8, z_dim=LATENT_CHANNELS, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
     temperal_downsample=[False, True, True], latents_mean=[0.0] * LATENT_CHANNELS,
     latents_std=[1.0] * LATENT_CHANNELS,
 )

@@ -132,13 +132,12 @@ def encode_clip_image(image_encoder: CLIPVisionModel, images: torch.Tensor) -> t
     """
     if images.ndim != 4 or images.shape[-1] != 3:
         raise InputError(f"images must have shape (B, H, W, 3), got {tuple(images.shape)}")
-    param = next(image_encoder.parameters())
     size = image_encoder.config.image_size
-    x = images.permute(0, 3, 1, 2).to(param.device, torch.float32)
+    x = images.permute(0, 3, 1, 2).float()  # on `images`' device: offload hooks move the encoder there
     x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
     mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-    out = image_encoder(pixel_values=((x - mean) / std).to(param.dtype), output_hidden_states=True)
+    out = image_encoder(pixel_values=((x - mean) / std).to(image_encoder.dtype), output_hidden_states=True)
     return out.hidden_states[-2]
 
 

@@ -36,6 +36,7 @@ from more4d.geometry import (
 )
 from more4d.io import load_image
 from more4d.models.text_encoder import check_prompts, encode_prompt
+from more4d.pipelines.cpu_speedups import use_onednn_conv3d
 from more4d.scene import Scene4D
 
 SchedulerName = Literal["euler", "unipc"]
@@ -145,6 +146,8 @@ class STraGPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, motion_vae=motion_vae,
                               transformer=transformer, motion_encoder=motion_encoder, image_encoder=image_encoder)
+        for module in (motion_vae, transformer, motion_encoder):
+            use_onednn_conv3d(module)  # CPU only; no effect on CUDA
         self.depth_estimator = depth_estimator
         self.resolution = tuple(resolution)
         self.defaults = {**DEFAULTS, **(defaults or {})}

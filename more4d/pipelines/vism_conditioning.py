@@ -81,17 +81,17 @@ def _latent_stats(vae: torch.nn.Module, like: torch.Tensor) -> tuple[torch.Tenso
 
 
 def vae_encode(vae: torch.nn.Module, video: torch.Tensor) -> torch.Tensor:
-    """`(B, 3, T, H, W)` in [-1, 1] -> normalised latents `(B, 16, T_lat, H/8, W/8)` (distribution mode)."""
-    param = next(vae.parameters())
-    z = vae.encode(video.to(param.device, param.dtype)).latent_dist.mode()
+    """`(B, 3, T, H, W)` in [-1, 1] -> normalised latents `(B, 16, T_lat, H/8, W/8)` (distribution mode).
+
+    Runs on `video`'s device (the pipeline's execution device; offload hooks move the VAE there)."""
+    z = vae.encode(video.to(dtype=vae.dtype)).latent_dist.mode()
     mean, std = _latent_stats(vae, z)
     return (z - mean) / std
 
 
 def vae_decode(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
-    """Normalised latents `(B, 16, T_lat, h, w)` -> video `(B, 3, T, 8h, 8w)` in [-1, 1]."""
-    param = next(vae.parameters())
-    latents = latents.to(param.device, param.dtype)
+    """Normalised latents `(B, 16, T_lat, h, w)` -> video `(B, 3, T, 8h, 8w)` in [-1, 1] (on `latents`' device)."""
+    latents = latents.to(dtype=vae.dtype)
     mean, std = _latent_stats(vae, latents)
     return vae.decode(latents * std + mean, return_dict=False)[0].clamp(-1, 1)
 
@@ -124,7 +124,7 @@ def encode_condition(vae: torch.nn.Module, render: torch.Tensor, hole_mask: torc
     check_output_size(render.shape[2], render.shape[3])
     mask = pack_mask(hole_mask)
     latents = vae_encode(vae, masked_video(render, hole_mask))
-    return ViSMCondition(render, hole_mask, mask.to(latents.device), latents)
+    return ViSMCondition(render, hole_mask, mask, latents)
 
 
 def render_views(scene: Scene4D, trajectories: Sequence[CameraTrajectory], height: int, width: int,
