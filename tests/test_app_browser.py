@@ -80,9 +80,11 @@ def test_browser_generate_scrub_keyframes_render(app_url, browser, tmp_path):
     page.get_by_text("Advanced settings").click()
     page.locator("#more4d-frames input[type='number']").fill("5")
     page.locator("#more4d-frames input[type='number']").press("Enter")
-    page.locator("#more4d-steps input").fill("1")
+    page.locator("#more4d-steps input[type='number']").fill("1")
+    page.locator("#more4d-steps input[type='number']").press("Enter")
     page.get_by_text("Render settings").click()
-    page.locator("#more4d-render-steps input").fill("1")
+    page.locator("#more4d-render-steps input[type='number']").fill("1")
+    page.locator("#more4d-render-steps input[type='number']").press("Enter")
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("Scene ready: 5 frames").wait_for(timeout=300_000)
     frame.get_by_text("Frame", exact=True).wait_for()
@@ -100,6 +102,8 @@ def test_browser_generate_scrub_keyframes_render(app_url, browser, tmp_path):
     scrubbed = page.locator("#more4d-viewer iframe").screenshot(path=str(shots / "viewer_scrubbed.png"))
     assert scrubbed != blank, "scrubbing time did not change the viewer"
 
+    slider.press("Home")
+
     # 4) two keyframes from two different views (orbit by dragging between them)
     add = frame.get_by_role("button", name="Add keyframe from view")
     add.click()
@@ -107,8 +111,7 @@ def test_browser_generate_scrub_keyframes_render(app_url, browser, tmp_path):
     page.wait_for_timeout(500)
     add.click()
     frame.get_by_text("2 keyframes").wait_for(timeout=10_000)
-    _drag(page, viewer_box, 160, 30)  # step back to see both keyframes and the previewed path
-    page.mouse.wheel(0, 400)
+    frame.get_by_role("button", name="Reset view").click()  # step back to see the keyframes and the path
     page.wait_for_timeout(1000)
     page.locator("#more4d-viewer iframe").screenshot(path=str(shots / "viewer_path.png"))
 

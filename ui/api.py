@@ -214,7 +214,8 @@ class More4DSession:
                 report(0.85 + 0.1 * (t + 1) / scene.num_frames, f"Streaming frame {t + 1}/{scene.num_frames}")
 
             viewer.show_scene(scene, on_frame=on_frame, reset_view=settings.preview_every is None)
-            viewer.set_status(f"**{scene.num_frames} frames, {scene.num_points:,} points** — {prompt[:80]}")
+            short = prompt if len(prompt) <= 80 else prompt[:79] + "…"
+            viewer.set_status(f"**{scene.num_frames} frames, {scene.num_points:,} points** — {short}")
             report(0.97, "Saving the scene")
             scene_path = scene.save(self.workdir / "scene.safetensors")
             settings_path = self._write_settings(pixels.shape[:2])

@@ -83,6 +83,18 @@ def _optional_float(value: Any) -> float | None:
     return None if value in (None, "") else float(value)
 
 
+def model_defaults(model: str) -> dict[str, Any]:
+    """The page's initial settings for `model`: its preset's STraG and ViSM sampling defaults."""
+    from more4d.pipelines.vism import VISM_DEFAULTS
+    from more4d.weights import get_preset
+
+    strag = get_preset(model).strag_defaults
+    vism = VISM_DEFAULTS[model]
+    return {"frames": strag["num_frames"], "steps": strag["num_inference_steps"],
+            "guidance": strag["guidance_scale"], "render_steps": vism["num_inference_steps"],
+            "render_guidance": vism["guidance_scale"]}
+
+
 def build_demo(service: AppService) -> gr.Blocks:
     """The Blocks page bound to `service`. Launch with `app_kwargs={"routes": proxy_routes(service.pool)}`."""
 
@@ -174,6 +186,7 @@ def build_demo(service: AppService) -> gr.Blocks:
         service.sessions.close(request.session_hash)
 
     # 2) layout --------------------------------------------------------------------------------------
+    defaults = model_defaults(service.default_model)
     with gr.Blocks(title="more4d: image to 4D") as demo:
         session = gr.State(None, delete_callback=lambda s: s is not None and service.sessions.close(s.id))
         shown_render = gr.State(0)
@@ -186,10 +199,12 @@ def build_demo(service: AppService) -> gr.Blocks:
                 with gr.Accordion("Advanced settings", open=False):
                     negative_prompt = gr.Textbox(label="Negative prompt", lines=1, max_length=2000)
                     model = gr.Dropdown(list(MODELS), value=service.default_model, label="Model")
-                    frames = gr.Slider(5, 81, value=17, step=4, label="Frames (4k+1)", elem_id="more4d-frames")
-                    steps = gr.Number(None, label="Steps (empty: model default)", precision=0, minimum=1, maximum=200,
+                    frames = gr.Slider(5, 81, value=defaults["frames"], step=4, label="Frames (4k+1)",
+                                       elem_id="more4d-frames")
+                    steps = gr.Slider(1, 100, value=defaults["steps"], step=1, label="Denoising steps",
                                       elem_id="more4d-steps")
-                    guidance = gr.Number(None, label="Guidance (empty: model default)", minimum=0, maximum=30)
+                    guidance = gr.Slider(0.0, 15.0, value=defaults["guidance"], step=0.5,
+                                         label="Guidance (CFG; <= 1 turns it off)")
                     with gr.Row():
                         seed = gr.Number(0, label="Seed", precision=0, minimum=0, scale=3)
                         randomise = gr.Button("Random", scale=1, min_width=60)
@@ -212,9 +227,10 @@ def build_demo(service: AppService) -> gr.Blocks:
                                         scale=2, height=90)
                 with gr.Accordion("Render settings", open=False):
                     with gr.Row():
-                        render_steps = gr.Number(None, label="Steps (empty: default)", precision=0, minimum=1,
-                                                 maximum=200, elem_id="more4d-render-steps")
-                        render_guidance = gr.Number(None, label="Guidance (empty: default)", minimum=0, maximum=30)
+                        render_steps = gr.Slider(1, 100, value=defaults["render_steps"], step=1, label="Steps",
+                                                 elem_id="more4d-render-steps")
+                        render_guidance = gr.Slider(0.0, 15.0, value=defaults["render_guidance"], step=0.5,
+                                                    label="Guidance")
                         render_only = gr.Checkbox(False, label="Point render only (skip inpainting)")
                 with gr.Row():
                     render_btn = gr.Button("Render this path", variant="primary", scale=3)
@@ -230,6 +246,9 @@ def build_demo(service: AppService) -> gr.Blocks:
         # 3) events ----------------------------------------------------------------------------------
         demo.load(on_load, inputs=[session], outputs=[session, viewer], concurrency_limit=None, api_name="open_viewer")
         demo.unload(close_session)
+        model.change(lambda m: tuple(model_defaults(m).values()), inputs=[model],
+                     outputs=[frames, steps, guidance, render_steps, render_guidance], concurrency_limit=None,
+                     api_visibility="private")
         randomise.click(lambda: random.randrange(2**31), outputs=[seed], concurrency_limit=None, api_visibility="private")
         gen_event = generate_btn.click(
             generate, inputs=[session, image, prompt, negative_prompt, model, frames, steps, guidance, seed, previews],

@@ -77,12 +77,14 @@ class SceneViewer:
                                                           hint="subsample large scenes (per frame)")
             self.gui_show_grid = server.gui.add_checkbox("Ground grid", initial_value=True)
             self.gui_show_input = server.gui.add_checkbox("Input camera", initial_value=True)
+        self.gui_reset = server.gui.add_button("Reset view", hint="look at the scene from behind the input camera")
 
         self.gui_frame.on_update(lambda _: self.set_frame(int(self.gui_frame.value)))
         self.gui_point_size.on_update(lambda _: self._apply_point_size())
         self.gui_max_points.on_update(lambda _: self.scene is not None and self.show_scene(self.scene, stream=False))
         self.gui_show_grid.on_update(lambda _: self._set_visible("/grid", self.gui_show_grid.value))
         self.gui_show_input.on_update(lambda _: self._set_visible("/input_camera", self.gui_show_input.value))
+        self.gui_reset.on_click(lambda _: self.reset_view())
         self._nodes: dict[str, viser.SceneNodeHandle] = {}
         self._player = threading.Thread(target=self._play_loop, name="more4d-viewer-playback", daemon=True)
         self._player.start()

@@ -232,8 +232,8 @@ def _prepare(points, colors, c2w, K, radius, opacity, mode: str) -> _Splats:
     if (Ks[:, 0, 0] <= 0).any() or (Ks[:, 1, 1] <= 0).any():
         raise InputError(f"K must have positive focal lengths, got fx={Ks[:, 0, 0].tolist()}, fy={Ks[:, 1, 1].tolist()}")
     rot = poses[:, :3, :3]
-    eye = torch.eye(3, device=device)
-    if (rot.transpose(1, 2) @ rot - eye).abs().amax() > 1e-3:
+    rot64 = rot.double()  # float64: immune to TF32 matmuls enabled by training scripts
+    if (rot64.transpose(1, 2) @ rot64 - torch.eye(3, device=device, dtype=torch.float64)).abs().amax() > 1e-2:
         raise InputError("c2w rotations must be orthonormal (camera-to-world rigid poses)")
 
     # world -> camera: x_cam = R^T (x_world - t)
