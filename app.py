@@ -13,6 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
+from more4d.errors import InputError
 from ui.api import MODELS, AppService
 
 
@@ -38,6 +39,11 @@ def main(argv: list[str] | None = None) -> None:
 
     service = AppService(model=args.model, weights_dir=args.weights, device=args.device,
                          viser_port=args.viser_port, max_sessions=args.max_sessions)
+    try:
+        service.pipeline(args.model)  # checks the weights folder now (models load on first use)
+    except InputError as exc:
+        service.close()
+        raise SystemExit(f"app.py: error: {exc}") from None
     try:
         launch(service, host=args.host, port=args.port, share=args.share, concurrency=args.concurrency,
                max_file_size=args.max_file_size)

@@ -70,7 +70,7 @@ def bench_frame_switch(args: argparse.Namespace) -> None:
                     await asyncio.wait_for(ws.recv(), 1.0)
                 except TimeoutError:
                     break
-            for i in range(args.switches):
+            for _ in range(args.switches):
                 t0 = time.perf_counter()
                 await asyncio.to_thread(viewer.set_frame, (viewer.frame + 1) % 17)
                 server_ms.append((time.perf_counter() - t0) * 1e3)

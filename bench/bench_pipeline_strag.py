@@ -92,17 +92,39 @@ def bench_tiny(args: argparse.Namespace) -> None:
 
 
 def build_14b(device: torch.device, offload: bool) -> STraGPipeline:
-    """Paper-scale STraG components with random bf16 weights (meta-device build, `to_empty`, seeded init)."""
-    from more4d.models.strag import build_full_strag_components
+    """Paper-scale STraG components with random bf16 weights (meta-device build, `to_empty`, seeded init):
+    STraG 14B (Wan2.1-I2V layout, 64 in-channels, MPM), Wan2.1 motion VAE, umT5-XXL encoder, OmniMAE ViT-B,
+    CLIP ViT-H/14. The tokenizer is the tiny word-level one padded to 512 tokens (the cost is the encoder's)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+    from more4d.models.motion_features import OmniMAEViT
+    from more4d.models.motion_vae import MotionVAE
+    from more4d.models.strag_transformer import WAN_14B_STRAG_CONFIG, STraGTransformer
+    from more4d.models.text_encoder import TINY_VOCAB, build_word_tokenizer
     from more4d.models.vism import init_random_
 
+    with torch.device("meta"):
+        comps = dict(
+            transformer=STraGTransformer(**WAN_14B_STRAG_CONFIG),
+            motion_vae=MotionVAE(),
+            text_encoder=UMT5EncoderModel(UMT5Config(
+                vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
+                relative_attention_max_distance=128, is_encoder_decoder=False)),
+            motion_encoder=OmniMAEViT(),
+            image_encoder=CLIPVisionModel(CLIPVisionConfig(
+                hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+                image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu")),
+        )
     target = torch.device("cpu") if offload else device
-    comps = build_full_strag_components(device="meta")
     for name, module in comps.items():
-        if isinstance(module, torch.nn.Module):
-            comps[name] = init_random_(module.to(torch.bfloat16).to_empty(device=target), seed=0)
-    pipe = STraGPipeline(**comps, depth_estimator=None, resolution=(368, 512),
-                         defaults=dict(num_frames=49, guidance_scale=6.0, shift=5.0))
+        module = module.to(torch.bfloat16).to_empty(device=target)
+        for buf in module.buffers():  # meta buffers (rope tables, image mean/std) need finite values
+            if buf.is_floating_point():
+                buf.fill_(1.0)
+        comps[name] = init_random_(module, seed=0).eval()
+    pipe = STraGPipeline(tokenizer=build_word_tokenizer(TINY_VOCAB, max_length=512), **comps,
+                         resolution=(368, 512), defaults=dict(num_frames=49, guidance_scale=6.0, shift=5.0))
     if offload:
         pipe.enable_model_cpu_offload(device=device)
     return pipe

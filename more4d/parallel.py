@@ -125,6 +125,8 @@ def plan_degrees(parallel: int, mode: str, ring_degree: int = 1) -> tuple[int, i
         raise InputError(f"parallel mode must be one of {PARALLEL_MODES}, got {mode!r}")
     if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
         raise InputError(f"`parallel` must be a positive number of processes, got {parallel!r}")
+    if parallel == 1:
+        return 1, 1, 1
     if mode == "cfg" and parallel != CFG_DEGREE:
         raise InputError(f"parallel mode 'cfg' uses exactly {CFG_DEGREE} processes (cond / uncond), got {parallel}; "
                          "use mode 'both' for more")

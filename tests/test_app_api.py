@@ -89,8 +89,9 @@ def test_path_editor_keyframes_presets_and_files(viewer, tmp_path):
         loaded = load_camera_path(editor.save(fmt))
         np.testing.assert_allclose(loaded.sample(5).c2w.numpy(), traj.c2w.numpy(), atol=1e-3)
     for name in PRESET_NAMES:
-        assert len(editor.fill_preset(name).keyframes) >= 2
+        assert len(editor.fill_preset(name).keyframes) >= 2 and editor.preset == name
     editor.delete(0)
+    assert editor.preset is None  # edited: no longer rescaled as a preset
     with pytest.raises(InputError, match="unknown camera preset"):
         editor.fill_preset("nope")
     bad = tmp_path / "bad.json"

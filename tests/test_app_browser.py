@@ -111,7 +111,9 @@ def test_browser_generate_scrub_keyframes_render(app_url, browser, tmp_path):
     page.wait_for_timeout(500)
     add.click()
     frame.get_by_text("2 keyframes").wait_for(timeout=10_000)
-    frame.get_by_role("button", name="Reset view").click()  # step back to see the keyframes and the path
+    frame.get_by_role("button", name="Reset view").click()  # then orbit to the side to see keyframes and path
+    page.wait_for_timeout(500)
+    _drag(page, viewer_box, 260, 50)
     page.wait_for_timeout(1000)
     page.locator("#more4d-viewer iframe").screenshot(path=str(shots / "viewer_path.png"))
 

@@ -89,7 +89,7 @@ def compare(make: Callable[[], torch.nn.Module], inputs: dict, mode: str, world:
 # tests ----------------------------------------------------------------------------------------------------------------
 
 def test_plan_degrees():
-    assert plan_degrees(1, "context") == (1, 1, 1)
+    assert plan_degrees(1, "context") == plan_degrees(1, "cfg") == (1, 1, 1)
     assert plan_degrees(4, "context") == (1, 1, 4)
     assert plan_degrees(8, "context", ring_degree=2) == (1, 2, 4)
     assert plan_degrees(2, "cfg") == (2, 1, 1)

@@ -80,10 +80,15 @@ def test_determinism_and_cfg_batching(pipe, image, scene):
     assert off.metadata["cfg"] is False and not torch.equal(off.points[1:], scene.points[1:])
 
 
-def test_unipc_and_given_depth(pipe, image):
+def test_unipc_given_depth_and_release(tiny_dir, image):
+    pipe = STraGPipeline.from_preset("tiny", tiny_dir)
+    pipe.set_progress_bar_config(disable=True)
     depth = np.full((48, 80), 3.0, dtype=np.float32)
     depth[:, :10] = 0.0  # invalid strip: tracks there are invisible and stay at their frame-0 point
-    scene = pipe(image, "a ball rolls", scheduler="unipc", depth=depth, **FAST)
+    scene = pipe(image, "a ball rolls", scheduler="unipc", depth=depth, release_stages=True, **FAST)
+    assert pipe.transformer is None and pipe.text_encoder is None and pipe.depth_estimator is None
+    with pytest.raises(InputError, match="released"):
+        pipe(image, "a ball rolls", **FAST)
     z0 = scene.depth0
     assert torch.allclose(z0[z0 > 0], torch.tensor(3.0))
     assert not scene.visibility.all() and scene.visibility.any()

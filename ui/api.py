@@ -214,6 +214,8 @@ class More4DSession:
                 report(0.85 + 0.1 * (t + 1) / scene.num_frames, f"Streaming frame {t + 1}/{scene.num_frames}")
 
             viewer.show_scene(scene, on_frame=on_frame, reset_view=settings.preview_every is None)
+            if self.editor.preset is not None:  # an unedited preset path: rescale it to the new scene
+                self.editor.fill_preset(self.editor.preset)
             short = prompt if len(prompt) <= 80 else prompt[:79] + "…"
             viewer.set_status(f"**{scene.num_frames} frames, {scene.num_points:,} points** — {short}")
             report(0.97, "Saving the scene")

@@ -171,11 +171,13 @@ def build_demo(service: AppService) -> gr.Blocks:
         return VIEWER_PATH, f"Loaded a path with {len(camera.keyframes)} keyframes into the viewer."
 
     @_friendly
-    def preview_preset(session: More4DSession | None, preset: str, request: gr.Request) -> str:
+    def preview_preset(session: More4DSession | None, preset: str, request: gr.Request) -> tuple[str, str]:
+        """A preset fills the viewer's keyframes; the dropdown goes back to the viewer path, which Render uses."""
         if preset == VIEWER_PATH:
-            return gr.skip()
+            return gr.skip(), gr.skip()
         session_of(session, request).resolve_path(preset)
-        return f"Preset *{preset}* loaded into the viewer's camera path (edit it there, then Render)."
+        return VIEWER_PATH, (f"Preset *{preset}* loaded into the viewer's camera path: edit it there, then "
+                             "Render.")
 
     def cancel(session: More4DSession | None) -> str:
         if session is not None:
@@ -222,7 +224,8 @@ def build_demo(service: AppService) -> gr.Blocks:
                 viewer = gr.HTML('<p>Starting the 3D viewer…</p>', elem_id="more4d-viewer", label="Viewer")
                 with gr.Row(equal_height=True):
                     preset = gr.Dropdown([VIEWER_PATH, *PRESET_NAMES], value=VIEWER_PATH, label="Camera path",
-                                         info="a preset fills the viewer's keyframes; edit them there", scale=2)
+                                         info="Render uses the viewer's path; a preset fills its keyframes",
+                                         scale=2)
                     path_file = gr.File(label="Upload path JSON (more4d / nerfstudio)", file_types=[".json"],
                                         scale=2, height=90)
                 with gr.Accordion("Render settings", open=False):
@@ -258,7 +261,8 @@ def build_demo(service: AppService) -> gr.Blocks:
                   api_name="downloads")
         render_event = render_btn.click(
             render, inputs=[session, preset, render_steps, render_guidance, seed, render_only],
-            outputs=[video, raw, mask, shown_render, status], trigger_mode="once", api_name="render",
+            outputs=[video, raw, mask, shown_render, status], preprocess=False, trigger_mode="once",
+            api_name="render",
             concurrency_id="model",
         ).success(prepare_downloads, inputs=[session], outputs=[downloads], concurrency_limit=None,
                   api_visibility="private")
@@ -266,7 +270,7 @@ def build_demo(service: AppService) -> gr.Blocks:
             button.click(cancel, inputs=[session], outputs=[status], cancels=[gen_event, render_event],
                          concurrency_limit=None, api_name="cancel",
                          api_visibility="public" if button is cancel_btn else "private")
-        preset.change(preview_preset, inputs=[session, preset], outputs=[status], concurrency_limit=None,
+        preset.input(preview_preset, inputs=[session, preset], outputs=[preset, status], concurrency_limit=None,
                       api_visibility="private")
         path_file.upload(load_path, inputs=[session, path_file], outputs=[preset, status], preprocess=False,
                          concurrency_limit=None, api_name="load_path")

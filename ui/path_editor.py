@@ -43,6 +43,7 @@ class PathEditor:
         self.on_render = on_render
         self.keyframes: list[Keyframe] = []
         self.selected: int | None = None
+        self.preset: str | None = None  # the preset the keyframes came from, until they are edited
         self._lock = threading.RLock()
         self._nodes: list[viser.SceneNodeHandle] = []
         self._gizmo: viser.TransformControlsHandle | None = None
@@ -86,6 +87,7 @@ class PathEditor:
             self.gui_closed.value, self.gui_constant.value = path.closed, path.constant_speed
             self.gui_tension.value = path.tension
             self.selected = None
+            self.preset = None
         self.refresh()
 
     def fill_preset(self, name: str) -> CameraPath:
@@ -96,6 +98,7 @@ class PathEditor:
         path = make_preset(name, num_frames=self.num_frames, scene_depth=depth, fov_deg=self.input_fov_deg,
                            fps=self.fps)
         self.set_path(path)
+        self.preset = name
         return path
 
     def add_keyframe(self, c2w: np.ndarray, fov_deg: float, time: float | None = None) -> Keyframe:
@@ -106,6 +109,7 @@ class PathEditor:
                 time = self.keyframes[-1].time + step if self.keyframes else 0.0
             key = Keyframe(c2w=c2w, fov_deg=fov_deg, time=time)
             self.keyframes.append(key)
+            self.preset = None
             self.keyframes.sort(key=lambda k: k.time)
             self.selected = self.keyframes.index(key)
         self.refresh()
@@ -115,6 +119,7 @@ class PathEditor:
         with self._lock:
             self._check_index(index)
             del self.keyframes[index]
+            self.preset = None
             self.selected = min(index, len(self.keyframes) - 1) if self.keyframes else None
         self.refresh()
 
@@ -127,6 +132,7 @@ class PathEditor:
                 return
             a, b = self.keyframes[index], self.keyframes[other]
             self.keyframes[index] = dataclasses.replace(b, time=a.time)
+            self.preset = None
             self.keyframes[other] = dataclasses.replace(a, time=b.time)
             self.selected = other
         self.refresh()
@@ -144,6 +150,7 @@ class PathEditor:
                                       fov_deg=key.fov_deg if fov_deg is None else fov_deg,
                                       time=key.time if time is None else time)
             self.keyframes[index] = new
+            self.preset = None
             self.keyframes.sort(key=lambda k: k.time)
             self.selected = self.keyframes.index(new)
         self.refresh(keep_gizmo=c2w is not None)

@@ -27,7 +27,7 @@ def launch(service: AppService, *, host: str = "127.0.0.1", port: int = 7860, sh
     demo = build_demo(service)
     demo.queue(default_concurrency_limit=concurrency)
     demo.launch(server_name=host, server_port=port, share=share, css=CSS, max_file_size=max_file_size,
-                allowed_paths=[str(service.workdir)], prevent_thread_lock=not block, quiet=not block,
+                show_error=True, allowed_paths=[str(service.workdir)], prevent_thread_lock=not block, quiet=not block,
                 app_kwargs={"routes": proxy_routes(service.pool)})
     return demo
 

@@ -210,9 +210,9 @@ def _evaluate_clip(batch: SynthBatch, strag: Any, vism: Any, mean_field: torch.T
     true, hole = frames.float() / 255.0, out.mask[0]
     render, filled = out.render[0], nearest_fill(out.render[0], out.mask[0])
     row["hole_fraction"] = float(hole.float().mean())
-    for key, img in (("hole", out.frames[0]), ("hole_render", render), ("hole_nearest", filled)):
-        row[f"{key}_psnr"] = float(psnr(img, true, hole).nanmean())
-        row[f"{key}_ssim"] = float(ssim(img, true, hole).nanmean())
+    for suffix, img in (("", out.frames[0]), ("_render", render), ("_nearest", filled)):
+        row[f"hole_psnr{suffix}"] = float(psnr(img, true, hole).nanmean())
+        row[f"hole_ssim{suffix}"] = float(ssim(img, true, hole).nanmean())
     row["full_psnr"] = float(psnr(out.frames[0], true).mean())
     return row
 

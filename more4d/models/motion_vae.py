@@ -123,8 +123,9 @@ class MotionDecoderAdaptor(_Adaptor):
     def base(self, x: torch.Tensor) -> torch.Tensor:
         if not self.inverse_skip:
             return self.residual(x)
-        v = x.clamp(-1.0 + ATANH_CLAMP, 1.0 - ATANH_CLAMP)
-        return 2.0 * torch.atanh(v) + self.residual(x)
+        # float32: in bf16, 1 - ATANH_CLAMP rounds to 1 and atanh gives inf (seen in bf16 training on an H100)
+        v = x.float().clamp(-1.0 + ATANH_CLAMP, 1.0 - ATANH_CLAMP)
+        return (2.0 * torch.atanh(v)).to(x.dtype) + self.residual(x)
 
 
 class MotionVAE(ModelMixin, ConfigMixin):

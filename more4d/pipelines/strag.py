@@ -303,6 +303,7 @@ class STraGPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         preview_every: int | None = None,
         resolution: tuple[int, int] | None = None,
+        release_stages: bool = False,
     ) -> Scene4D:
         """Generate a Scene4D.
 
@@ -321,6 +322,9 @@ class STraGPipeline(DiffusionPipeline):
                 current clean estimate. Returned "latents" replace the current ones. Set `pipe._interrupt = True`
                 to stop early (the last clean estimate is decoded; metadata["interrupted"] is True).
             resolution: `(H, W)` whose area sets the bucket (default: the model's training resolution).
+            release_stages: free each stage's models as soon as they are done (depth, text/image/motion
+                encoders before denoising, the transformer before decoding): lowest peak memory for a one-shot
+                run; the pipeline cannot be called again afterwards.
         """
         # 1. check inputs
         d = self.defaults
@@ -354,6 +358,8 @@ class STraGPipeline(DiffusionPipeline):
         # 2. image -> depth + K (bucketed)
         if resolution is not None and (len(resolution) != 2 or min(resolution) < BUCKET_MULTIPLE):
             raise InputError(f"`resolution` must be (H, W) with sides >= {BUCKET_MULTIPLE}, got {resolution!r}")
+        if any(getattr(self, n) is None for n in ("text_encoder", "transformer", "motion_vae", "motion_encoder")):
+            raise InputError("this pipeline's models were released (`release`); build a new pipeline")
         image_t, depth_t, K, info = self.prepare_image(image, depth, resolution)
         h, w = image_t.shape[:2]
         f_lat = (num_frames - 1) // 4 + 1
@@ -369,6 +375,8 @@ class STraGPipeline(DiffusionPipeline):
         cond, features = cond.expand(batch, -1, -1, -1, -1).to(tdtype), features.expand(batch, -1, -1, -1).to(tdtype)
         clip = None if clip is None else clip.expand(batch, -1, -1).to(device, tdtype)
         embeds = embeds.to(tdtype)
+        if release_stages:
+            self.release("depth_estimator", "text_encoder", "image_encoder", "motion_encoder")
 
         # 4. noise and timesteps (noise drawn on the CPU: the same seed gives the same scene on any device)
         shape = (1, LATENT_CHANNELS, f_lat, h // 8, w // 8)
@@ -404,6 +412,8 @@ class STraGPipeline(DiffusionPipeline):
                 bar.update()
 
         # 6. decode -> Scene4D
+        if release_stages:
+            self.release("transformer")
         final = x0 if self.interrupt else latents
         metadata = dict(
             model="more4d.STraGPipeline", preset=self.preset, prompt=prompt, negative_prompt=negative_prompt,
