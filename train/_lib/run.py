@@ -192,6 +192,10 @@ class Run:
                              num_training_steps=self.cfg.max_steps * n)
 
     def prepare(self, *objs: Any) -> Any:
+        """`accelerator.prepare`; under DeepSpeed the per-GPU micro-batch comes from the config (no DataLoader)."""
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if plugin is not None:
+            plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = self.cfg.data.batch_size
         return self.accelerator.prepare(*objs)
 
     def track(self, models: dict[str, torch.nn.Module], no_export: tuple[str, ...] = ()) -> None:
