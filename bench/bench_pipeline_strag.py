@@ -26,7 +26,7 @@ import torch
 from more4d.pipelines.strag import STraGPipeline
 from more4d.weights import TINY_DIR, save_random_tiny
 
-MODES = ("full", "offload", "offload+tiling")
+MODES = ("full", "release", "offload", "offload+tiling")
 
 
 def image(height: int, width: int) -> np.ndarray:
@@ -138,7 +138,7 @@ def bench_14b(args: argparse.Namespace) -> None:
     for mode in modes:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        pipe = build_14b(device, offload=mode != "full")
+        pipe = build_14b(device, offload=mode.startswith("offload"))
         if "tiling" in mode:
             pipe.enable_vae_tiling()
         if args.attention:
@@ -149,7 +149,8 @@ def bench_14b(args: argparse.Namespace) -> None:
         times: dict[str, float] = defaultdict(float)
         with stage_timer(pipe, times):
             t = time.perf_counter()
-            pipe(img, "a dog runs to the left", depth=depth, num_frames=args.frames, num_inference_steps=args.steps)
+            pipe(img, "a dog runs to the left", depth=depth, num_frames=args.frames, num_inference_steps=args.steps,
+                 release_stages=mode == "release")
             total = time.perf_counter() - t
         peak = torch.cuda.max_memory_allocated(device) / 2**30
         stages = ", ".join(f"{k} {v:.2f}" for k, v in times.items())

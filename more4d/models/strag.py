@@ -33,7 +33,9 @@ TINY_VAE_CONFIG: dict[str, Any] = dict(
     temperal_downsample=[False, True, True], latents_mean=[0.0] * LATENT_CHANNELS,
     latents_std=[1.0] * LATENT_CHANNELS,
 )
-TINY_ADAPTOR_CONFIG: dict[str, Any] = dict(adaptor_channels=32, adaptor_groups=8)
+# The motion adaptors run per frame at full resolution, so the tiny ones are narrow: 16 channels, one decoder block
+# (the seed's 128 channels x 2 blocks would cost more than the whole tiny VAE decoder on a CPU).
+TINY_ADAPTOR_CONFIG: dict[str, Any] = dict(adaptor_channels=16, adaptor_groups=4, decoder_adaptor_blocks=1)
 TINY_TEXT_MAX_LENGTH = 32
 # umT5-XXL encoder (Wan2.1 text encoder)
 UMT5_XXL_CONFIG: dict[str, Any] = dict(

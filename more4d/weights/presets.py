@@ -298,35 +298,6 @@ def load_unidepth(folder: Path, device: torch.device, dtype: torch.dtype) -> Any
 # -- random tiny weights ----------------------------------------------------------------------------------------
 
 # The tiny RGB VAE (`vae/`, shared by STraG conditions and ViSM; `motion_vae/` starts as its copy).
-TINY_VAE_CONFIG: dict[str, Any] = dict(base_dim=8, z_dim=16, dim_mult=(1, 2, 2, 2), num_res_blocks=1,
-                                       temperal_downsample=(False, True, True))
-# The motion adaptors run per frame at full resolution, so the tiny ones are narrow: 16 channels, one decoder block
-# (the seed's 128 channels x 2 blocks would cost more than the whole tiny VAE decoder on a CPU).
-TINY_ADAPTOR_CONFIG: dict[str, Any] = dict(adaptor_channels=16, adaptor_groups=4, decoder_adaptor_blocks=1)
-
-
-def build_tiny_strag_components(seed: int = 0) -> dict[str, Any]:
-    """Seeded random tiny STraG side: vae, motion_vae, tokenizer, text_encoder, transformer, motion_encoder."""
-    from diffusers import AutoencoderKLWan
-
-    from more4d.models.motion_features import TinyMotionEncoder
-    from more4d.models.motion_vae import MotionVAE
-    from more4d.models.strag_transformer import TINY_STRAG_CONFIG, STraGTransformer
-    from more4d.models.text_encoder import TINY_VOCAB, build_word_tokenizer, tiny_text_encoder_for
-
-    torch.manual_seed(seed)
-    cfg = dict(TINY_VAE_CONFIG, dim_mult=list(TINY_VAE_CONFIG["dim_mult"]),
-               temperal_downsample=list(TINY_VAE_CONFIG["temperal_downsample"]))
-    vae = AutoencoderKLWan(**cfg, latents_mean=[0.0] * 16, latents_std=[1.0] * 16)
-    tokenizer = build_word_tokenizer(TINY_VOCAB, max_length=32)
-    return dict(
-        vae=vae, motion_vae=MotionVAE.from_vae(vae, **TINY_ADAPTOR_CONFIG), tokenizer=tokenizer,
-        text_encoder=tiny_text_encoder_for(tokenizer, text_dim=TINY_STRAG_CONFIG["text_dim"]),
-        transformer=STraGTransformer(**TINY_STRAG_CONFIG),
-        motion_encoder=TinyMotionEncoder(feature_dim=TINY_STRAG_CONFIG["motion_feature_dim"]),
-    )
-
-
 def save_random_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
     """Write the whole tiny layout (docs/contracts.md) with seeded random weights, fp16 safetensors + configs.
 
@@ -336,6 +307,8 @@ def save_random_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
     from more4d.models.vism import build_tiny_vism_components
 
     root = Path(folder)
+    from more4d.models.strag import build_tiny_strag_components
+
     strag = build_tiny_strag_components(seed=seed)
     vism = build_tiny_vism_components(seed=seed)
     torch.manual_seed(seed)
