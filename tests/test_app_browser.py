@@ -77,6 +77,7 @@ def test_browser_generate_scrub_keyframes_render(app_url, browser, tmp_path):
 
     # 2) pick an example, ask for a small scene (5 frames, 1 step: CPU time) and generate
     page.locator("#more4d-examples [data-testid='dataset-cell-0-0']").click()
+    playwright_api.expect(page.get_by_label("Prompt")).not_to_have_value("", timeout=10_000)
     page.get_by_text("Advanced settings").click()
     page.locator("#more4d-frames input[type='number']").fill("5")
     page.locator("#more4d-frames input[type='number']").press("Enter")
@@ -86,7 +87,10 @@ def test_browser_generate_scrub_keyframes_render(app_url, browser, tmp_path):
     page.locator("#more4d-render-steps input[type='number']").fill("1")
     page.locator("#more4d-render-steps input[type='number']").press("Enter")
     page.get_by_role("button", name="Generate").click()
-    page.get_by_text("Scene ready: 5 frames").wait_for(timeout=300_000)
+    try:
+        page.get_by_text("Scene ready: 5 frames").wait_for(timeout=300_000)
+    finally:
+        page.screenshot(path=str(shots / "after_generate.png"), full_page=True)
     frame.get_by_text("Frame", exact=True).wait_for()
     page.wait_for_timeout(1500)
     blank = page.locator("#more4d-viewer iframe").screenshot(path=str(shots / "viewer_scene.png"))

@@ -87,3 +87,21 @@ def test_seeded_weights_are_reproducible(tiny_dir, tmp_path):
         a = load_file(next((tiny_dir / sub).glob("*.safetensors")))
         b = load_file(next((other / sub).glob("*.safetensors")))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_status_file_flags_untrained_components(tiny_dir, caplog):
+    import json
+    import logging
+
+    from more4d.weights.presets import STATUS_FILE, untrained_components
+
+    assert untrained_components(tiny_dir) == []
+    (tiny_dir / STATUS_FILE).write_text(json.dumps({"untrained": ["depth"], "report": "REPORT.md"}))
+    try:
+        with caplog.at_level(logging.WARNING, logger="more4d.weights.presets"):
+            load_components("tiny", tiny_dir, only=["tokenizer"])
+            assert "untrained" not in caplog.text  # only the components actually loaded are reported
+            load_components("tiny", tiny_dir, only=["depth"])
+        assert "untrained placeholders" in caplog.text and "depth" in caplog.text
+    finally:
+        (tiny_dir / STATUS_FILE).unlink()

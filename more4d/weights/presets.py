@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,6 +32,9 @@ from typing import Any
 import torch
 
 from more4d.errors import InputError
+
+logger = logging.getLogger(__name__)
+STATUS_FILE = "status.json"  # optional: {"untrained": [component folders], "report": path} written after training
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_DIR = REPO_ROOT / "assets" / "weights" / "tiny"
@@ -213,7 +218,24 @@ def load_components(preset: str = "tiny", weights_dir: str | os.PathLike | None 
         if isinstance(model, torch.nn.Module):
             model.eval().requires_grad_(False)
         out[c.name] = model
+    _warn_untrained(root, [c.subfolder for c in spec.components if c.name in out and out[c.name] is not None])
     return out
+
+
+def untrained_components(root: str | os.PathLike) -> list[str]:
+    """Component folders that the weights folder's `status.json` marks as not trained (random placeholders)."""
+    file = Path(root) / STATUS_FILE
+    if not file.is_file():
+        return []
+    return list(json.loads(file.read_text()).get("untrained", []))
+
+
+def _warn_untrained(root: Path, loaded: list[str]) -> None:
+    untrained = [p for p in untrained_components(root) if p in loaded]
+    if untrained:
+        report = json.loads((root / STATUS_FILE).read_text()).get("report", "")
+        logger.warning("weights in %s are untrained placeholders (random init): %s; outputs depending on them are "
+                       "not meaningful. See %s", root, ", ".join(untrained), report)
 
 
 # -- loaders: `fn(folder, device, dtype)` -----------------------------------------------------------------------
