@@ -27,6 +27,7 @@ from more4d.errors import InputError
 from more4d.geometry import fov_from_intrinsics
 from more4d.models.text_encoder import encode_prompt
 from more4d.models.vism import LATENT_CHANNELS, TEXT_CONTEXT_LEN, encode_clip_image
+from more4d.pipelines.cpu_speedups import use_onednn_conv3d
 from more4d.pipelines.vism_conditioning import (
     VAE_SCALE,
     ViSMCondition,
@@ -118,6 +119,9 @@ class ViSMPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=text_encoder,
                               tokenizer=tokenizer, image_encoder=image_encoder)
+        for module in (vae, transformer):
+            if module is not None:
+                use_onednn_conv3d(module)  # CPU inference only; no effect on CUDA or with gradients
         self.defaults = dict(VISM_DEFAULTS["wan2.1-14b"], **(defaults or {}))
         self.preset = None
 
