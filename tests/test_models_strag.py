@@ -217,3 +217,13 @@ def test_text_encoder_tokenizer_and_prompts(tmp_path):
             ([], "empty"), ([3], "string"):
         with pytest.raises(InputError, match=msg):
             encode_prompt(tok, enc, bad)
+
+
+def test_motion_decoder_adaptor_is_finite_in_bf16_at_saturation():
+    """Regression: in bf16, 1 - ATANH_CLAMP rounds to 1, so a bf16 atanh gave inf losses on the H100."""
+    from more4d.models.motion_vae import MotionDecoderAdaptor
+
+    adaptor = MotionDecoderAdaptor(channels=16, groups=4, num_blocks=1).to(torch.bfloat16)
+    v = torch.tensor([-1.5, -1.0, -0.9999, 0.0, 0.9999, 1.0, 1.5], dtype=torch.bfloat16).view(1, 1, 7, 1, 1)
+    out = adaptor(v.expand(2, 3, 7, 2, 2).contiguous())
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
