@@ -30,9 +30,8 @@ from _lib.records import save_image_grid
 from _lib.run import Run, entry, load_init, trainable
 
 from more4d.eval.metrics import track_epe
-from more4d.geometry import valid_depth_mask
 from more4d.models.text_encoder import encode_prompt
-from more4d.pipelines.strag import STraGPipeline, depth_condition
+from more4d.pipelines.strag import STraGPipeline, encode_conditions
 
 
 @dataclass
@@ -50,20 +49,6 @@ class STraGConfig(TrainConfig):
         check(0 <= self.text_dropout < 1 and 0 <= self.cond_dropout < 1, "text_dropout/cond_dropout", "in [0, 1)",
               (self.text_dropout, self.cond_dropout))
         check(self.shift > 0, "shift", "> 0", self.shift)
-
-
-@torch.no_grad()
-def encode_conditions(motion_vae: torch.nn.Module, images: torch.Tensor, depth: torch.Tensor,
-                      num_frames: int) -> torch.Tensor:
-    """Batched `STraGPipeline.encode_conditions`: images `(B, H, W, 3)` [0, 1], depth `(B, H, W)` metres ->
-    `(B, 48, F, H/8, W/8)` = [image video | zeros | depth video], each video the frame repeated T times."""
-    valid = valid_depth_mask(depth)
-    d = torch.stack([depth_condition(depth[b], valid[b]) for b in range(len(depth))])[..., None].expand(-1, -1, -1, 3)
-    frames = torch.cat([images * 2.0 - 1.0, d], dim=0)  # (2B, H, W, 3)
-    video = frames.permute(0, 3, 1, 2)[:, :, None].expand(-1, -1, num_frames, -1, -1)
-    z = motion_vae.encode_video(video.to(motion_vae.dtype))
-    B = len(images)
-    return torch.cat([z[:B], torch.zeros_like(z[:B]), z[B:]], dim=1)
 
 
 def displacement(points: torch.Tensor, image_size: tuple[int, int]) -> np.ndarray:

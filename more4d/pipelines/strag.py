@@ -122,6 +122,24 @@ def depth_condition(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, d, torch.ones_like(d)).clamp(-1, 1)
 
 
+@torch.no_grad()
+def encode_conditions(motion_vae: torch.nn.Module, images: torch.Tensor, depth: torch.Tensor, num_frames: int,
+                      device: torch.device | None = None) -> torch.Tensor:
+    """Condition latents `(B, 48, F, h/8, w/8)` = [image video | start slot zeros | depth video].
+
+    images `(B, H, W, 3)` in [0, 1], depth `(B, H, W)` metres; each video is its frame repeated `num_frames` times
+    (the depth min-max normalised to [-1, 1], 3 channels), encoded by the motion VAE's frozen encoder. Used by the
+    pipeline (B = 1) and by train/train_strag.py (batched).
+    """
+    valid = valid_depth_mask(depth)
+    d = torch.stack([depth_condition(depth[b], valid[b]) for b in range(len(depth))])[..., None].expand(-1, -1, -1, 3)
+    frames = torch.cat([images * 2.0 - 1.0, d], dim=0)  # (2B, H, W, 3) in [-1, 1]
+    video = frames.permute(0, 3, 1, 2)[:, :, None].expand(-1, -1, num_frames, -1, -1)
+    z = motion_vae.encode_video(video.to(device=device or video.device, dtype=motion_vae.dtype))
+    B = len(images)
+    return torch.cat([z[:B], torch.zeros_like(z[:B]), z[B:]], dim=1)
+
+
 class STraGPipeline(DiffusionPipeline):
     """Image + prompt -> Scene4D with the 4D-STraG trajectory generator.
 
@@ -244,13 +262,7 @@ class STraGPipeline(DiffusionPipeline):
     def encode_conditions(self, image: torch.Tensor, depth: torch.Tensor, num_frames: int,
                           device: torch.device) -> torch.Tensor:
         """The 48 condition channels `(1, 48, F, h/8, w/8)`: [image video | start slot zeros | depth video]."""
-        valid = valid_depth_mask(depth)
-        d = depth_condition(depth, valid)[..., None].expand(-1, -1, 3)
-        frames = torch.stack([image * 2.0 - 1.0, d], dim=0)  # (2, h, w, 3) in [-1, 1]
-        video = frames.permute(0, 3, 1, 2)[:, :, None].expand(-1, -1, num_frames, -1, -1)
-        dtype = self.motion_vae.dtype
-        z = self.motion_vae.encode_video(video.to(device=device, dtype=dtype))  # (2, 16, F, h/8, w/8)
-        return torch.cat([z[:1], torch.zeros_like(z[:1]), z[1:]], dim=1)
+        return encode_conditions(self.motion_vae, image[None], depth[None], num_frames, device)
 
     def image_tokens(self, image: torch.Tensor) -> torch.Tensor | None:
         """CLIP tokens `(1, L, image_dim)` of the input image when the transformer cross-attends to them."""
