@@ -128,6 +128,17 @@ class KeyReport:
                 f"{self.missing[:5]}, shape mismatches {self.shape_mismatch[:5]}"
             )
 
+    def account(self, key: str, name: str | None, value: torch.Tensor, target: dict[str, torch.Tensor],
+                out: dict[str, torch.Tensor]) -> None:
+        """Record source `key` (mapped to target key `name`, or None): unexpected, shape mismatch, or mapped into `out`."""
+        if name is None or name not in target:
+            self.unexpected.append(key)
+        elif target[name].shape != value.shape:
+            self.shape_mismatch.append(f"{key} {tuple(value.shape)} vs {name} {tuple(target[name].shape)}")
+        else:
+            self.mapped[key] = name
+            out[name] = value
+
     def merge(self, other: KeyReport) -> KeyReport:
         return KeyReport({**self.mapped, **other.mapped}, self.ignored + other.ignored,
                          self.unexpected + other.unexpected, self.missing + other.missing,
@@ -160,15 +171,10 @@ def load_omnimae_state_dict(model: OmniMAEViT, state: dict[str, torch.Tensor], p
             continue
         src = key[len(prefix):]
         name = omnimae_key(src)
-        if name is None:
-            (report.ignored if src.startswith(OMNIMAE_UNUSED) else report.unexpected).append(key)
-        elif name not in target:
-            report.unexpected.append(key)
-        elif target[name].shape != value.shape:
-            report.shape_mismatch.append(f"{key} {tuple(value.shape)} vs {name} {tuple(target[name].shape)}")
+        if name is None and src.startswith(OMNIMAE_UNUSED):
+            report.ignored.append(key)
         else:
-            report.mapped[key] = name
-            loaded[name] = value
+            report.account(key, name, value, target, loaded)
     report.missing = sorted(set(target) - set(loaded))
     model.load_state_dict(loaded, strict=False)
     return report

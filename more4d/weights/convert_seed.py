@@ -82,14 +82,7 @@ def convert_seed_strag(state_dict: dict[str, torch.Tensor], seed_config: dict | 
     for key, value in state_dict.items():
         if key in omnimae_keys:
             continue
-        name = seed_to_strag_key(key)
-        if name is None or name not in target:
-            report.unexpected.append(key)
-        elif target[name].shape != value.shape:
-            report.shape_mismatch.append(f"{key} {tuple(value.shape)} vs {name} {tuple(target[name].shape)}")
-        else:
-            report.mapped[key] = name
-            converted[name] = value
+        report.account(key, seed_to_strag_key(key), value, target, converted)
     report.missing = sorted(set(target) - set(converted))
     if strict:
         report.raise_if_incomplete("MoRe4D STraG checkpoint")
