@@ -11,8 +11,9 @@
 Stage a: L1 + KL on RGB videos in [-1, 1]; the end sets `latents_mean/std` from the data. Stage b (METHOD.md
 "Motion-sensitive VAE"): the VAE encoder is frozen; the encoder adaptor, the VAE decoder and the decoder adaptor
 are trained with an L1 loss on the normalised motion video, weighted by track visibility (hidden tracks weigh
-`hidden_weight`); validation reports the reconstruction end-point error in metric units after the inverse
-normalisation (`val/epe_m`), beside the error in m.
+`hidden_weight`) and, with `depth_weighted`, by frame-0 depth (so the loss follows the metric error); validation
+reports the reconstruction end-point error in metric units after the inverse normalisation
+(`val/epe_m`), beside the error in m.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class VAEConfig(TrainConfig):
     stage: Literal["rgb", "motion"] = "motion"
     kl_weight: float = 1e-6            # stage a
     hidden_weight: float = 0.1         # stage b: loss weight of tracks hidden in a frame (visible ones weigh 1)
+    depth_weighted: bool = True        # stage b: weigh each track by z0 / mean z0 (the metric error is |dm| * z0)
     train_encoder_adaptor: bool = True  # the seed's code never trains it; the method does
     copy_encoder_from_vae: bool = True  # stage b: start the motion VAE's (frozen) encoder from `vae/`
     num_stat_clips: int = 64           # clips used to set latents_mean/std at the end
@@ -79,11 +81,15 @@ def rgb_step(vae: torch.nn.Module, batch, kl_weight: float) -> tuple[torch.Tenso
     return l1 + kl_weight * kl, {"train/l1": float(l1.detach()), "train/kl": float(kl.detach())}
 
 
-def motion_step(mvae: torch.nn.Module, batch, hidden_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+def motion_step(mvae: torch.nn.Module, batch, hidden_weight: float, depth_weighted: bool
+                ) -> tuple[torch.Tensor, dict[str, float]]:
     m, vis, valid, _ = motion_targets(batch)
     recon = mvae.decode_motion(mvae.encode_motion(m)).float()
     B, _, T, H, W = m.shape
     weight = (vis.float() + hidden_weight * (~vis).float()) * valid.view(B, 1, H, W).float()
+    if depth_weighted:  # an error dm in m is an error of about |dm| * z0 in metres
+        z0 = batch.points[:, 0, :, 2].float().nan_to_num(0.0).clamp_min(0.0) * valid
+        weight = weight * (z0 / (z0.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1))).view(B, 1, H, W)
     err = (recon - m).abs().mean(dim=1)  # (B, T, H, W)
     loss = (err * weight).sum() / weight.sum().clamp_min(1.0)
     visible = vis & valid.view(B, 1, H, W)
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     def train_step(batch) -> tuple[torch.Tensor, dict[str, float]]:
         if cfg.stage == "rgb":
             return rgb_step(model, batch, cfg.kl_weight)
-        return motion_step(model, batch, cfg.hidden_weight)
+        return motion_step(model, batch, cfg.hidden_weight, cfg.depth_weighted)
 
     def log_validation(step: int) -> dict[str, float]:
         m_ = run.models[name]
