@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from more4d.errors import InputError
-from more4d.eval.metrics import depth_abs_rel, depth_delta1, nearest_fill, psnr, ssim, track_epe
+from more4d.eval.metrics import (
+    depth_abs_rel,
+    depth_delta1,
+    displacement_epe,
+    nearest_fill,
+    psnr,
+    ssim,
+    track_epe,
+)
 
 
 def test_track_epe_known_value_and_masks():
@@ -32,6 +40,18 @@ def test_track_epe_skip_first_and_nonfinite():
     assert track_epe(pred, gt, skip_first=True) == 0.0
     pred[2, 0] = math.nan
     assert torch.isfinite(track_epe(pred, gt))
+
+
+def test_displacement_epe_ignores_frame0_geometry():
+    gt = torch.zeros(3, 2, 3)  # (T, N, 3): track 0 moves 3 then 5 along x, track 1 stays
+    gt[1, 0, 0], gt[2, 0, 0] = 3.0, 5.0
+    gt = gt + torch.tensor([0.5, -1.0, 4.0])
+    vis = torch.ones(3, 2, dtype=torch.bool)
+    vis[2, 1] = False
+    frozen = gt[:1].expand_as(gt)  # zero motion: mean displacement magnitude over the 5 visible (t, n)
+    assert torch.allclose(displacement_epe(frozen, gt, vis), torch.tensor(8.0 / 5))
+    offset = gt + torch.tensor([0.0, 0.0, 2.0])  # wrong frame-0 depth, exact motion
+    assert displacement_epe(offset, gt, vis) == 0.0 and track_epe(offset, gt, vis) == 2.0
 
 
 def test_depth_metrics():

@@ -1,4 +1,5 @@
-"""Exact metrics on synthetic ground truth: 3D track end-point error, depth AbsRel / delta1, PSNR / SSIM.
+"""Exact metrics on synthetic ground truth: 3D track end-point error (of points or of displacements), depth
+AbsRel / delta1, PSNR / SSIM.
 
 Every function takes arbitrary leading batch dims and returns one value per leading index (a tensor of that
 shape; a 0-d tensor without batch dims). Masks select the pixels/points that count; an empty selection gives NaN
@@ -56,6 +57,12 @@ def track_epe(pred: torch.Tensor, gt: torch.Tensor, visibility: torch.Tensor | N
     if skip_first:
         err, mask = err[..., 1:, :], mask[..., 1:, :]
     return _masked_mean(torch.nan_to_num(err), mask, (-2, -1))
+
+
+def displacement_epe(pred: torch.Tensor, gt: torch.Tensor, visibility: torch.Tensor | None = None,
+                     valid: torch.Tensor | None = None) -> torch.Tensor:
+    """`track_epe` of the displacements from frame 0 (`pred - pred[0]` vs `gt - gt[0]`): motion without geometry."""
+    return track_epe(pred - pred[..., :1, :, :], gt - gt[..., :1, :, :], visibility, valid)
 
 
 def _depth_mask(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None, eps: float) -> torch.Tensor:

@@ -1,0 +1,40 @@
+"""more4d.eval.evaluate on random tiny weights (one held-out clip, one step): both STraG protocols in the report."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from more4d.data.synth import SynthConfig, generate_batch
+from more4d.eval.evaluate import HELD_OUT_SEED_START, evaluate, format_report
+from more4d.weights import get_preset, save_random_tiny
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    weights = save_random_tiny(tmp_path_factory.mktemp("tiny"), seed=0)
+    return evaluate("tiny", weights, num_clips=1, device="cpu", num_inference_steps=1, vism_steps=1, progress=False)
+
+
+def test_strag_protocols_end_to_end_and_motion(report):
+    s, row = report["strag"], report["clips"][0]
+    for key in ("epe", "epe_zero", "epe_mean", "epe_oracle_motion", "motion_epe", "motion_epe_zero",
+                "motion_epe_mean"):
+        assert math.isfinite(row[key]), key
+    for key in ("epe", "epe_zero_motion", "epe_mean_motion", "reduction_vs_zero", "epe_oracle_motion", "motion_epe",
+                "motion_epe_zero_motion", "motion_epe_mean_motion", "motion_reduction_vs_zero"):
+        assert math.isfinite(s[key]), key
+    assert isinstance(s["pass"], bool) and isinstance(s["end_to_end_pass"], bool)
+    assert s["pass"] == (s["motion_epe"] <= 0.6 * s["motion_epe_zero_motion"]
+                         and s["motion_epe"] < s["motion_epe_mean_motion"])
+    for r in s["per_motion_type"].values():
+        assert r["motion_epe"] == s["motion_epe"] and r["motion_epe_zero_motion"] == s["motion_epe_zero_motion"]
+    # zero motion in the motion protocol = the mean GT displacement magnitude over visible (t, n)
+    H, W = get_preset("tiny").resolution
+    T = get_preset("tiny").strag_defaults["num_frames"]
+    clip = generate_batch([HELD_OUT_SEED_START], SynthConfig(num_frames=T, height=H, width=W, novel_views=1)).clips()[0]
+    gt, vis = clip.points.float(), clip.visibility.bool()
+    assert row["motion_epe_zero"] == pytest.approx(float((gt - gt[:1]).norm(dim=-1)[vis].mean()), rel=1e-5)
+    text = format_report(report)
+    assert "end-to-end EPE" in text and "GT-motion floor" in text and "motion (displacement) EPE" in text
