@@ -145,15 +145,17 @@ def bench_stages(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         comps = build_random(lambda: build_full_strag_components(device="cpu"), target, dtype)
         vae = comps.pop("vae")  # the Wan2.1 VAE: ViSM's too
+        # CLIP ViT-H: image tokens for both transformers (as the 14B preset shares vism/image_encoder)
+        comps["image_encoder"] = build_random(lambda: CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_H)), target, dtype)
         strag = STraGPipeline(**comps, depth_estimator=None, resolution=(368, 512),
                               defaults=dict(num_frames=T, guidance_scale=6.0, shift=5.0))
-        apply_memory_mode(strag, mode, device, dtype)
+        apply_memory_mode(strag, mode, device, dtype, vae_tiling=True)
         strag.set_progress_bar_config(disable=True)
         t1 = time.perf_counter()
         scene = strag(image, "a dog runs to the left", depth=depth, num_frames=T, num_inference_steps=args.steps)
         t2 = time.perf_counter()
         peak_strag = torch.cuda.max_memory_allocated(device) / 2**30
-        text_encoder, tokenizer = strag.text_encoder, strag.tokenizer
+        text_encoder, tokenizer, image_encoder = strag.text_encoder, strag.tokenizer, strag.image_encoder
         strag.release("motion_vae", "transformer", "motion_encoder")
         del strag, comps
         vae.to(target)
@@ -162,10 +164,9 @@ def bench_stages(args: argparse.Namespace) -> None:
         vism = ViSMPipeline(
             transformer=build_random(lambda: build_vism_transformer(WAN_FUN_14B_INP_CONFIG), target, dtype),
             vae=vae,
-            image_encoder=build_random(lambda: CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_H)), target, dtype),
-            text_encoder=text_encoder.to(target), tokenizer=tokenizer,
+            image_encoder=image_encoder.to(target), text_encoder=text_encoder.to(target), tokenizer=tokenizer,
             scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
-        apply_memory_mode(vism, mode, device, dtype)
+        apply_memory_mode(vism, mode, device, dtype, vae_tiling=True)
         vism.set_progress_bar_config(disable=True)
         t4 = time.perf_counter()
         vism(scene, "orbit", num_inference_steps=args.steps, guidance_scale=6.0, seed=0)

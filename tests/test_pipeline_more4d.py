@@ -58,6 +58,12 @@ def test_full_scale_policy_releases_the_other_stage(weights, image):
     assert pipe.strag is not None and pipe._vism is None  # loading STraG again releases ViSM
 
 
+def test_vae_tiling_is_on_at_full_scale_only(weights):
+    assert not MoRe4DPipeline("tiny", weights, device="cpu").vae_tiling
+    pipe = MoRe4DPipeline("tiny", weights, device="cpu", vae_tiling=True)
+    assert pipe.strag.motion_vae.vae.use_tiling and pipe.vism.vae.use_tiling
+
+
 def test_bad_inputs(weights, image, tmp_path):
     with pytest.raises(InputError, match="memory_mode"):
         MoRe4DPipeline("tiny", weights, device="cpu", memory_mode="all-on-gpu")

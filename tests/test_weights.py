@@ -93,15 +93,19 @@ def test_status_file_flags_untrained_components(tiny_dir, caplog):
     import json
     import logging
 
-    from more4d.weights.presets import STATUS_FILE, untrained_components
+    from more4d.weights.presets import STATUS_FILE, flagged_components
 
-    assert untrained_components(tiny_dir) == []
-    (tiny_dir / STATUS_FILE).write_text(json.dumps({"untrained": ["depth"], "report": "REPORT.md"}))
+    assert flagged_components(tiny_dir) == []
+    status = {"untrained": ["depth"], "below_bar": ["vae"], "report": "REPORT.md"}
+    (tiny_dir / STATUS_FILE).write_text(json.dumps(status))
     try:
         with caplog.at_level(logging.WARNING, logger="more4d.weights.presets"):
             load_components("tiny", tiny_dir, only=["tokenizer"])
             assert "untrained" not in caplog.text  # only the components actually loaded are reported
             load_components("tiny", tiny_dir, only=["depth"])
-        assert "untrained placeholders" in caplog.text and "depth" in caplog.text
+            assert "untrained placeholders" in caplog.text and "depth" in caplog.text
+            assert "below their quality bar" not in caplog.text
+            load_components("tiny", tiny_dir, only=["vae"])
+        assert "below their quality bar: vae" in caplog.text
     finally:
         (tiny_dir / STATUS_FILE).unlink()

@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = run.fit(train_step, batches(cfg, run.accelerator, run.step), optimizer, lr_scheduler, params,
                    samples_per_batch=cfg.data.batch_size, validate=log_validation)
     final = run.validate(log_validation)
-    if run.is_main and cfg.export_dir:  # normalisation stats of the exported (EMA) weights
+    # normalisation stats of the exported (EMA) weights; a decoder-only fine-tune keeps the latents (and STraG's)
+    if run.is_main and cfg.export_dir and (cfg.stage == "rgb" or cfg.train_encoder_adaptor):
         module = run.models[name]
         vae = module if cfg.stage == "rgb" else module.vae
         latents = []

@@ -264,7 +264,7 @@ class STraGPipeline(DiffusionPipeline):
         """The 48 condition channels `(1, 48, F, h/8, w/8)`: [image video | start slot zeros | depth video]."""
         return encode_conditions(self.motion_vae, image[None], depth[None], num_frames, device)
 
-    def image_tokens(self, image: torch.Tensor) -> torch.Tensor | None:
+    def image_tokens(self, image: torch.Tensor, device: torch.device) -> torch.Tensor | None:
         """CLIP tokens `(1, L, image_dim)` of the input image when the transformer cross-attends to them."""
         if not self.transformer.config.image_dim:
             return None
@@ -272,7 +272,7 @@ class STraGPipeline(DiffusionPipeline):
             raise InputError("this transformer needs CLIP image tokens but the pipeline has no `image_encoder`")
         from more4d.models.vism import encode_clip_image
 
-        return encode_clip_image(self.image_encoder, image[None])
+        return encode_clip_image(self.image_encoder, image[None].to(device))
 
     def motion_features(self, image: torch.Tensor, device: torch.device) -> torch.Tensor:
         """MPM features of the input image (the transformer's adapter maps them to its token grid)."""
@@ -381,7 +381,7 @@ class STraGPipeline(DiffusionPipeline):
         prompt_embeds, negative_prompt_embeds = embeds[:1], (embeds[1:] if do_cfg else None)
         cond = self.encode_conditions(image_t, depth_t, num_frames, device)
         features = self.motion_features(image_t, device)
-        clip = self.image_tokens(image_t)
+        clip = self.image_tokens(image_t, device)
         tdtype = self.transformer.dtype
         batch = 2 if do_cfg else 1  # CFG on text only: conditions are shared by both branches
         cond, features = cond.expand(batch, -1, -1, -1, -1).to(tdtype), features.expand(batch, -1, -1, -1).to(tdtype)

@@ -137,15 +137,17 @@ def render_points(
     height, width = _check_size(height, width)
     if not (isinstance(hole_threshold, (int, float)) and 0.0 < hole_threshold <= 1.0):
         raise InputError(f"hole_threshold must be in (0, 1], got {hole_threshold!r}")
-    splats = _prepare(points, colors, c2w, K, radius, opacity, mode)
-    bg = _check_background(background, splats.means.device)
-    if resolve_backend(backend, mode, splats.means.device) == "gsplat":
-        rgb, depth, alpha = splat_gsplat(
-            splats.means, splats.colors, splats.radius * GAUSSIAN_SIGMA_PER_RADIUS, splats.opacity,
-            splats.valid, splats.K, height, width, near_plane=NEAR_PLANE,
-        )
-    else:
-        rgb, depth, alpha = _splat_torch(splats, height, width, mode)
+    device = points.device if isinstance(points, torch.Tensor) else torch.device("cpu")
+    with torch.autocast(device.type, enabled=False):  # projection and z-buffer stay float32 inside autocast
+        splats = _prepare(points, colors, c2w, K, radius, opacity, mode)
+        bg = _check_background(background, splats.means.device)
+        if resolve_backend(backend, mode, splats.means.device) == "gsplat":
+            rgb, depth, alpha = splat_gsplat(
+                splats.means, splats.colors, splats.radius * GAUSSIAN_SIGMA_PER_RADIUS, splats.opacity,
+                splats.valid, splats.K, height, width, near_plane=NEAR_PLANE,
+            )
+        else:
+            rgb, depth, alpha = _splat_torch(splats, height, width, mode)
     hole = alpha < hole_threshold
     rgb = rgb + (1.0 - alpha)[..., None] * bg
     depth = torch.where(hole, torch.zeros_like(depth), depth)

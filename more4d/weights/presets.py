@@ -34,7 +34,7 @@ import torch
 from more4d.errors import InputError
 
 logger = logging.getLogger(__name__)
-STATUS_FILE = "status.json"  # optional: {"untrained": [component folders], "report": path} written after training
+STATUS_FILE = "status.json"  # optional: {"untrained"|"below_bar": [component folders], "report": path}
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_DIR = REPO_ROOT / "assets" / "weights" / "tiny"
@@ -218,24 +218,30 @@ def load_components(preset: str = "tiny", weights_dir: str | os.PathLike | None 
         if isinstance(model, torch.nn.Module):
             model.eval().requires_grad_(False)
         out[c.name] = model
-    _warn_untrained(root, [c.subfolder for c in spec.components if c.name in out and out[c.name] is not None])
+    _warn_flagged(root, [c.subfolder for c in spec.components if c.name in out and out[c.name] is not None])
     return out
 
 
-def untrained_components(root: str | os.PathLike) -> list[str]:
-    """Component folders that the weights folder's `status.json` marks as not trained (random placeholders)."""
+def flagged_components(root: str | os.PathLike, flag: str = "untrained") -> list[str]:
+    """Component folders listed under `flag` in the weights folder's `status.json`: "untrained" (random
+    placeholders) or "below_bar" (trained, but short of their quality bar in the training report)."""
     file = Path(root) / STATUS_FILE
     if not file.is_file():
         return []
-    return list(json.loads(file.read_text()).get("untrained", []))
+    return list(json.loads(file.read_text()).get(flag, []))
 
 
-def _warn_untrained(root: Path, loaded: list[str]) -> None:
-    untrained = [p for p in untrained_components(root) if p in loaded]
-    if untrained:
-        report = json.loads((root / STATUS_FILE).read_text()).get("report", "")
-        logger.warning("weights in %s are untrained placeholders (random init): %s; outputs depending on them are "
-                       "not meaningful. See %s", root, ", ".join(untrained), report)
+_FLAG_MESSAGES = {"untrained": "are untrained placeholders (random init)",
+                  "below_bar": "are trained but below their quality bar"}
+
+
+def _warn_flagged(root: Path, loaded: list[str]) -> None:
+    for flag, what in _FLAG_MESSAGES.items():
+        flagged = [p for p in flagged_components(root, flag) if p in loaded]
+        if flagged:
+            report = json.loads((root / STATUS_FILE).read_text()).get("report", "")
+            logger.warning("weights in %s %s: %s; outputs depending on them are not reliable. See %s", root, what,
+                           ", ".join(flagged), report)
 
 
 # -- loaders: `fn(folder, device, dtype)` -----------------------------------------------------------------------
