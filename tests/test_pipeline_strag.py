@@ -174,3 +174,15 @@ def test_cli_generate_writes_scene_preview_settings(tiny_dir, image, tmp_path, c
     assert cli_main(["generate", str(tmp_path / "in.png"), "--prompt", "x", "--frames", "6", "--weights",
                      str(tiny_dir), "--device", "cpu", "--out", str(out)]) == 2
     assert "4k+1" in capsys.readouterr().err
+
+
+def test_cli_generate_compile_flag_compiles_the_transformer(tiny_dir, image, tmp_path, monkeypatch):
+    from more4d.pipelines.strag import STraGPipeline
+
+    compiled = []
+    monkeypatch.setattr(STraGPipeline, "compile_transformer", lambda self: compiled.append(self.transformer))
+    Image.fromarray(image).save(tmp_path / "in.png")
+    assert cli_main(["generate", str(tmp_path / "in.png"), "--prompt", "a ball", "--weights", str(tiny_dir),
+                     "--frames", "5", "--steps", "1", "--guidance", "1", "--device", "cpu", "--resolution", "32x32",
+                     "--compile", "--out", str(tmp_path / "run")]) == 0
+    assert len(compiled) == 1

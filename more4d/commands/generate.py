@@ -47,6 +47,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     parser.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on CUDA)")
     parser.add_argument("--cpu-offload", action="store_true", help="move each model to the GPU only while used")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the transformers (CUDA: faster steps after a one-off compile)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
 
 
@@ -77,8 +79,11 @@ def build_pipeline(args: argparse.Namespace) -> Any:
             raise InputError("--cpu-offload needs a CUDA device")
         pipe = STraGPipeline.from_preset(args.model, args.weights, device="cpu", dtype=args.dtype or "bf16")
         pipe.enable_model_cpu_offload(device=device)
-        return pipe
-    return STraGPipeline.from_preset(args.model, args.weights, device=device, dtype=args.dtype)
+    else:
+        pipe = STraGPipeline.from_preset(args.model, args.weights, device=device, dtype=args.dtype)
+    if args.compile:
+        pipe.compile_transformer()
+    return pipe
 
 
 def generate_scene(args: argparse.Namespace, pipe: Any) -> Any:
