@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train the embedded default (`tiny` preset) on one GPU, in stages that each fit a ~10-minute slot:
 #
-#   init    write random tiny weights into $WEIGHTS if it holds none (the architecture every stage starts from)
+#   init    fill $WEIGHTS if it holds none: a copy of the shipped weights, else random ones (every stage starts
+#           from $WEIGHTS and exports into it)
 #   stage1  depth || RGB VAE                (in parallel on the GPU)        $STAGE1_MIN minutes
 #   stage2  motion VAE (needs vae/)                                          $STAGE2_MIN minutes
 #   stage3  4D-STraG || 4D-ViSM (need motion_vae/, vae/)                      $STAGE3_MIN minutes
@@ -19,7 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python}
-WEIGHTS=${WEIGHTS:-assets/weights/tiny}
+SHIPPED=assets/weights/tiny
+WEIGHTS=${WEIGHTS:-$SHIPPED}  # on the device tool use an ignored folder (train/outputs/export): tracked files are re-copied at each call
 RUNS=${RUNS:-train/outputs/tiny}
 RECORDS=${RECORDS:-train/runs/tiny}
 STAGE1_MIN=${STAGE1_MIN:-6}
@@ -32,7 +34,7 @@ train() {  # train NAME SCRIPT CONFIG MINUTES
   mkdir -p "$RUNS/$name"
   echo "== $name: $script --config $config (budget $minutes min)"
   $PY "train/$script" --config "train/configs/$config" --output-dir "$RUNS/$name" --export-dir "$WEIGHTS" \
-    --max-minutes "$minutes" > "$RUNS/$name/stdout.log" 2>&1 || { echo "!! $name failed:"; tail -30 "$RUNS/$name/stdout.log"; return 1; }
+    --set init_from="$WEIGHTS" --max-minutes "$minutes" > "$RUNS/$name/stdout.log" 2>&1 || { echo "!! $name failed:"; tail -30 "$RUNS/$name/stdout.log"; return 1; }
   tail -1 "$RUNS/$name/stdout.log"
   record "$name"
 }
@@ -60,10 +62,15 @@ parallel() {  # run two `train` calls at once on the GPU; fail if either fails
   return $rc
 }
 
-step_init() {
+step_init() {  # every stage starts from $WEIGHTS: a copy of the shipped weights, or random ones if none exist
   if [ ! -f "$WEIGHTS/strag/transformer/config.json" ]; then
-    echo "== init: random tiny weights -> $WEIGHTS"
-    $PY -m more4d.weights.presets "$WEIGHTS"
+    if [ -f "$SHIPPED/strag/transformer/config.json" ] && [ "$WEIGHTS" != "$SHIPPED" ]; then
+      echo "== init: copy $SHIPPED -> $WEIGHTS"
+      mkdir -p "$WEIGHTS" && cp -r "$SHIPPED"/. "$WEIGHTS"/
+    else
+      echo "== init: random tiny weights -> $WEIGHTS"
+      $PY -m more4d.weights.presets "$WEIGHTS"
+    fi
   fi
 }
 
