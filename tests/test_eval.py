@@ -7,7 +7,7 @@ import math
 import pytest
 
 from more4d.data.synth import SynthConfig, generate_batch
-from more4d.eval.evaluate import HELD_OUT_SEED_START, evaluate, format_report
+from more4d.eval.evaluate import HELD_OUT_SEED_START, evaluate, format_report, swap_direction
 from more4d.weights import get_preset, save_random_tiny
 
 
@@ -38,3 +38,10 @@ def test_strag_protocols_end_to_end_and_motion(report):
     assert row["motion_epe_zero"] == pytest.approx(float((gt - gt[:1]).norm(dim=-1)[vis].mean()), rel=1e-5)
     text = format_report(report)
     assert "end-to-end EPE" in text and "GT-motion floor" in text and "motion (displacement) EPE" in text
+
+
+def test_swap_direction_flips_the_object_word_only():
+    assert swap_direction("a red ball moves left") == ("a red ball moves right", 0)
+    assert swap_direction("a box moves up while the camera pans left") == ("a box moves down while the camera pans left", 1)
+    assert swap_direction("a ball spins while the camera pans left") is None  # camera words do not move tracks
+    assert swap_direction("a ball moves left and a box moves right") is None  # ambiguous: two directions
