@@ -11,9 +11,9 @@
 Stage a: L1 + KL on RGB videos in [-1, 1]; the end sets `latents_mean/std` from the data. Stage b (METHOD.md
 "Motion-sensitive VAE"): the VAE encoder is frozen; the encoder adaptor, the VAE decoder and the decoder adaptor
 are trained with an L1 loss on the normalised motion video, weighted by track visibility (hidden tracks weigh
-`hidden_weight`) and, with `depth_weighted`, by frame-0 depth (so the loss follows the metric error); validation
-reports the reconstruction end-point error in metric units after the inverse normalisation
-(`val/epe_m`), beside the error in m.
+`hidden_weight`), with `depth_weighted` by frame-0 depth (so the loss follows the metric error) and by
+`moving_weight` on tracks that move; validation reports the reconstruction end-point error in metric units after
+the inverse normalisation (`val/epe_m`), beside the error in m.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class VAEConfig(TrainConfig):
     kl_weight: float = 1e-6            # stage a
     hidden_weight: float = 0.1         # stage b: loss weight of tracks hidden in a frame (visible ones weigh 1)
     depth_weighted: bool = True        # stage b: weigh each track by z0 / mean z0 (the metric error is |dm| * z0)
+    moving_weight: float = 1.0         # stage b: extra weight of tracks that move (static backdrop dominates otherwise)
     train_encoder_adaptor: bool = True  # the seed's code never trains it; the method does
     copy_encoder_from_vae: bool = True  # stage b: start the motion VAE's (frozen) encoder from `vae/`
     num_stat_clips: int = 64           # clips used to set latents_mean/std at the end
@@ -47,6 +48,7 @@ class VAEConfig(TrainConfig):
         super().validate()
         check(self.kl_weight >= 0 and self.hidden_weight >= 0, "kl_weight/hidden_weight", ">= 0",
               (self.kl_weight, self.hidden_weight))
+        check(self.moving_weight > 0, "moving_weight", "> 0", self.moving_weight)
 
 
 def to_video(frames: torch.Tensor) -> torch.Tensor:
@@ -81,7 +83,7 @@ def rgb_step(vae: torch.nn.Module, batch, kl_weight: float) -> tuple[torch.Tenso
     return l1 + kl_weight * kl, {"train/l1": float(l1.detach()), "train/kl": float(kl.detach())}
 
 
-def motion_step(mvae: torch.nn.Module, batch, hidden_weight: float, depth_weighted: bool
+def motion_step(mvae: torch.nn.Module, batch, hidden_weight: float, depth_weighted: bool, moving_weight: float
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     m, vis, valid, _ = motion_targets(batch)
     recon = mvae.decode_motion(mvae.encode_motion(m)).float()
@@ -90,6 +92,9 @@ def motion_step(mvae: torch.nn.Module, batch, hidden_weight: float, depth_weight
     if depth_weighted:  # an error dm in m is an error of about |dm| * z0 in metres
         z0 = batch.points[:, 0, :, 2].float().nan_to_num(0.0).clamp_min(0.0) * valid
         weight = weight * (z0 / (z0.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1))).view(B, 1, H, W)
+    if moving_weight != 1.0:
+        moving = m.abs().amax(dim=(1, 2)) > 1e-4  # (B, H, W): the track moves in some frame
+        weight = weight * (1.0 + (moving_weight - 1.0) * moving.float()).unsqueeze(1)
     err = (recon - m).abs().mean(dim=1)  # (B, T, H, W)
     loss = (err * weight).sum() / weight.sum().clamp_min(1.0)
     visible = vis & valid.view(B, 1, H, W)
@@ -126,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     def train_step(batch) -> tuple[torch.Tensor, dict[str, float]]:
         if cfg.stage == "rgb":
             return rgb_step(model, batch, cfg.kl_weight)
-        return motion_step(model, batch, cfg.hidden_weight, cfg.depth_weighted)
+        return motion_step(model, batch, cfg.hidden_weight, cfg.depth_weighted, cfg.moving_weight)
 
     def log_validation(step: int) -> dict[str, float]:
         m_ = run.models[name]
