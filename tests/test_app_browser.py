@@ -50,6 +50,18 @@ def _canvas_stats(png: bytes) -> tuple[float, int]:
     return float(arr.std()), len(np.unique(arr.reshape(-1, 3)[::7], axis=0))
 
 
+def _set_number(page, elem_id: str, value: str, attempts: int = 3) -> None:
+    """Type `value` into a slider's number box until the page keeps it (an event still settling can reset it)."""
+    box = page.locator(f"#{elem_id} input[type='number']")
+    for _ in range(attempts):
+        box.fill(value)
+        box.press("Enter")
+        page.wait_for_timeout(300)
+        if box.input_value() == value:
+            return
+    playwright_api.expect(box).to_have_value(value)
+
+
 def _drag(page, box, dx: float, dy: float) -> None:
     x, y = box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5
     page.mouse.move(x, y)
@@ -79,13 +91,11 @@ def test_browser_generate_scrub_keyframes_render(app_url, browser, tmp_path):
     page.locator("#more4d-examples [data-testid='dataset-cell-0-0']").click()
     playwright_api.expect(page.get_by_label("Prompt")).not_to_have_value("", timeout=10_000)
     page.get_by_text("Advanced settings").click()
-    page.locator("#more4d-frames input[type='number']").fill("5")
-    page.locator("#more4d-frames input[type='number']").press("Enter")
-    page.locator("#more4d-steps input[type='number']").fill("1")
-    page.locator("#more4d-steps input[type='number']").press("Enter")
+    _set_number(page, "more4d-frames", "5")
+    _set_number(page, "more4d-steps", "1")
     page.get_by_text("Render settings").click()
-    page.locator("#more4d-render-steps input[type='number']").fill("1")
-    page.locator("#more4d-render-steps input[type='number']").press("Enter")
+    _set_number(page, "more4d-render-steps", "1")
+    playwright_api.expect(page.locator("#more4d-frames input[type='number']")).to_have_value("5")
     page.get_by_role("button", name="Generate").click()
     try:
         page.get_by_text("Scene ready: 5 frames").wait_for(timeout=300_000)
