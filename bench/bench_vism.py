@@ -149,7 +149,8 @@ def bench_stages(args: argparse.Namespace) -> None:
         comps["image_encoder"] = build_random(lambda: CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_H)), target, dtype)
         strag = STraGPipeline(**comps, depth_estimator=None, resolution=(368, 512),
                               defaults=dict(num_frames=T, guidance_scale=6.0, shift=5.0))
-        apply_memory_mode(strag, mode, device, dtype, vae_tiling=True)
+        strag.enable_vae_tiling()  # as the wan2.1-14b preset does
+        apply_memory_mode(strag, mode, device, dtype)
         strag.set_progress_bar_config(disable=True)
         t1 = time.perf_counter()
         scene = strag(image, "a dog runs to the left", depth=depth, num_frames=T, num_inference_steps=args.steps)
@@ -166,7 +167,8 @@ def bench_stages(args: argparse.Namespace) -> None:
             vae=vae,
             image_encoder=image_encoder.to(target), text_encoder=text_encoder.to(target), tokenizer=tokenizer,
             scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
-        apply_memory_mode(vism, mode, device, dtype, vae_tiling=True)
+        vism.enable_vae_tiling()
+        apply_memory_mode(vism, mode, device, dtype)
         vism.set_progress_bar_config(disable=True)
         t4 = time.perf_counter()
         vism(scene, "orbit", num_inference_steps=args.steps, guidance_scale=6.0, seed=0)

@@ -58,9 +58,16 @@ def test_full_scale_policy_releases_the_other_stage(weights, image):
     assert pipe.strag is not None and pipe._vism is None  # loading STraG again releases ViSM
 
 
-def test_vae_tiling_is_on_at_full_scale_only(weights):
-    assert not MoRe4DPipeline("tiny", weights, device="cpu").vae_tiling
-    pipe = MoRe4DPipeline("tiny", weights, device="cpu", vae_tiling=True)
+def test_vae_tiling_follows_the_preset(weights, monkeypatch):
+    import dataclasses
+
+    from more4d.weights import presets
+
+    assert presets.PRESETS["wan2.1-14b"].vae_tiling and not presets.PRESETS["tiny"].vae_tiling
+    pipe = MoRe4DPipeline("tiny", weights, device="cpu")
+    assert not pipe.strag.motion_vae.vae.use_tiling and not pipe.vism.vae.use_tiling
+    monkeypatch.setitem(presets.PRESETS, "tiny", dataclasses.replace(presets.PRESETS["tiny"], vae_tiling=True))
+    pipe = MoRe4DPipeline("tiny", weights, device="cpu")
     assert pipe.strag.motion_vae.vae.use_tiling and pipe.vism.vae.use_tiling
 
 

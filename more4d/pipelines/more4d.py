@@ -36,14 +36,10 @@ class MoRe4DOutput:
     videos: list[ViSMOutput]
 
 
-def apply_memory_mode(pipe: Any, mode: MemoryMode, device: torch.device, dtype: torch.dtype,
-                      vae_tiling: bool = False) -> None:
-    """Set up a stage pipeline loaded on the CPU (or on `device` for "full") for memory mode `mode`;
-    `vae_tiling` encodes/decodes its VAE in spatial tiles."""
+def apply_memory_mode(pipe: Any, mode: MemoryMode, device: torch.device, dtype: torch.dtype) -> None:
+    """Set up a stage pipeline loaded on the CPU (or on `device` for "full") for memory mode `mode`."""
     if mode not in MEMORY_MODES:
         raise InputError(f"memory_mode must be one of {MEMORY_MODES}, got {mode!r}")
-    if vae_tiling:
-        pipe.enable_vae_tiling()
     if mode == "low_vram":  # fp8 storage, `dtype` compute (norms and embeddings stay as they are)
         pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
     if mode in ("model_cpu_offload", "low_vram"):
@@ -57,14 +53,13 @@ class MoRe4DPipeline:
 
     Memory modes (CUDA): "full" (each stage wholly on the GPU), "model_cpu_offload" (each model on the GPU only
     while it runs), "low_vram" (model offload + fp8 weight storage of the transformers, bf16 compute),
-    "sequential_cpu_offload" (layer by layer; slowest, least memory). `vae_tiling` (default: on at full scale,
-    off for `tiny`) encodes/decodes with the VAEs in spatial tiles.
+    "sequential_cpu_offload" (layer by layer; slowest, least memory). VAE tiling follows the preset (on at full
+    scale).
     """
 
     def __init__(self, preset: str = "tiny", weights_dir: str | os.PathLike | None = None,
                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                 memory_mode: MemoryMode = "full", keep_both: bool | None = None,
-                 vae_tiling: bool | None = None) -> None:
+                 memory_mode: MemoryMode = "full", keep_both: bool | None = None) -> None:
         from more4d.weights import get_preset, resolve_device, resolve_dtype
 
         spec = get_preset(preset)
@@ -76,8 +71,6 @@ class MoRe4DPipeline:
         self.dtype = resolve_dtype(dtype, self.device)
         self.preset, self.weights_dir, self.memory_mode = spec.name, weights_dir, memory_mode
         self.keep_both = spec.name == "tiny" if keep_both is None else keep_both
-        # full scale: without tiling the Wan VAE at 49x368x512 ran the "full" mode out of 80 GB (bench/RESULTS.md)
-        self.vae_tiling = spec.name != "tiny" if vae_tiling is None else vae_tiling
         self._strag: Any = None
         self._vism: ViSMPipeline | None = None
 
@@ -107,7 +100,7 @@ class MoRe4DPipeline:
                 self._vism = None
             self._strag = STraGPipeline.from_preset(self.preset, self.weights_dir, device=self._load_device(),
                                                     dtype=self.dtype)
-            apply_memory_mode(self._strag, self.memory_mode, self.device, self.dtype, self.vae_tiling)
+            apply_memory_mode(self._strag, self.memory_mode, self.device, self.dtype)
         return self._strag
 
     @property
@@ -122,7 +115,7 @@ class MoRe4DPipeline:
                     self._strag = None
             self._vism = ViSMPipeline.from_preset(self.preset, self.weights_dir, device=self._load_device(),
                                                   dtype=self.dtype, text_encoder=text_encoder, tokenizer=tokenizer)
-            apply_memory_mode(self._vism, self.memory_mode, self.device, self.dtype, self.vae_tiling)
+            apply_memory_mode(self._vism, self.memory_mode, self.device, self.dtype)
         return self._vism
 
     # -- calls -------------------------------------------------------------------------------------------------------

@@ -189,6 +189,8 @@ class STraGPipeline(DiffusionPipeline):
         pipe = cls(depth_estimator=comps.pop("depth"), resolution=spec.resolution, defaults=spec.strag_defaults,
                    **comps)
         pipe.preset = spec.name
+        if spec.vae_tiling:
+            pipe.enable_vae_tiling()
         return pipe
 
     # -- memory options ------------------------------------------------------------------------------------------

@@ -152,6 +152,8 @@ class ViSMPipeline(DiffusionPipeline):
                    text_encoder=text_encoder or comps["text_encoder"], tokenizer=tokenizer or comps["tokenizer"],
                    scheduler=FlowMatchEulerDiscreteScheduler(shift=defaults.get("shift", 3.0)), defaults=defaults)
         pipe.preset = spec.name
+        if spec.vae_tiling:
+            pipe.enable_vae_tiling()
         return pipe
 
     # -- memory options ------------------------------------------------------------------------------------------

@@ -76,6 +76,7 @@ class Preset:
     resolution: tuple[int, int]  # (H, W) the models were trained at; inputs are bucketed to about this area
     strag_defaults: dict[str, Any] = field(default_factory=dict)
     seed_compat: bool = False
+    vae_tiling: bool = False  # pipelines built from the preset encode/decode in spatial tiles (less GPU memory)
 
     def component(self, name: str) -> Component:
         for c in self.components:
@@ -120,6 +121,7 @@ PRESETS: dict[str, Preset] = {
         default_dir=None,
         resolution=(368, 512),
         strag_defaults=dict(num_frames=49, num_inference_steps=50, guidance_scale=6.0, shift=5.0, scheduler="euler"),
+        vae_tiling=True,  # untiled, the 49x368x512 Wan VAE ran both stages out of an 80 GB card (bench/RESULTS.md)
     ),
 }
 
