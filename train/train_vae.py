@@ -83,18 +83,16 @@ def rgb_step(vae: torch.nn.Module, batch, kl_weight: float) -> tuple[torch.Tenso
     return l1 + kl_weight * kl, {"train/l1": float(l1.detach()), "train/kl": float(kl.detach())}
 
 
-def motion_step(mvae: torch.nn.Module, batch, hidden_weight: float, depth_weighted: bool, moving_weight: float
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+def motion_step(mvae: torch.nn.Module, batch, cfg: VAEConfig) -> tuple[torch.Tensor, dict[str, float]]:
     m, vis, valid, _ = motion_targets(batch)
     recon = mvae.decode_motion(mvae.encode_motion(m)).float()
     B, _, T, H, W = m.shape
-    weight = (vis.float() + hidden_weight * (~vis).float()) * valid.view(B, 1, H, W).float()
-    if depth_weighted:  # an error dm in m is an error of about |dm| * z0 in metres
+    weight = (vis.float() + cfg.hidden_weight * (~vis).float()) * valid.view(B, 1, H, W).float()
+    if cfg.depth_weighted:  # an error dm in m is an error of about |dm| * z0 in metres
         z0 = batch.points[:, 0, :, 2].float().nan_to_num(0.0).clamp_min(0.0) * valid
         weight = weight * (z0 / (z0.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1))).view(B, 1, H, W)
-    if moving_weight != 1.0:
-        moving = m.abs().amax(dim=(1, 2)) > 1e-4  # (B, H, W): the track moves in some frame
-        weight = weight * (1.0 + (moving_weight - 1.0) * moving.float()).unsqueeze(1)
+    moving = m.abs().amax(dim=(1, 2)) > 1e-4  # (B, H, W): the track moves in some frame
+    weight = weight * (1.0 + (cfg.moving_weight - 1.0) * moving.float()).unsqueeze(1)
     err = (recon - m).abs().mean(dim=1)  # (B, T, H, W)
     loss = (err * weight).sum() / weight.sum().clamp_min(1.0)
     visible = vis & valid.view(B, 1, H, W)
@@ -131,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     def train_step(batch) -> tuple[torch.Tensor, dict[str, float]]:
         if cfg.stage == "rgb":
             return rgb_step(model, batch, cfg.kl_weight)
-        return motion_step(model, batch, cfg.hidden_weight, cfg.depth_weighted, cfg.moving_weight)
+        return motion_step(model, batch, cfg)
 
     def log_validation(step: int) -> dict[str, float]:
         m_ = run.models[name]

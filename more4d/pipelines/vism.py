@@ -166,8 +166,8 @@ class ViSMPipeline(DiffusionPipeline):
         self.vae.enable_tiling()
 
     def compile_transformer(self) -> None:
-        """`torch.compile` the transformer's repeated blocks (on an H100 the 14B STraG forward went from 0.735 s to
-        0.548 s; bench/RESULTS.md). The first call compiles (about a minute at full scale)."""
+        """`torch.compile` the transformer's repeated blocks (the same Wan blocks whose compiled forward is 25% faster
+        in the 14B STraG; bench/RESULTS.md). The first call compiles (about a minute at full scale)."""
         self.transformer.compile_repeated_blocks(fullgraph=True)
 
     def set_attention_backend(self, backend: str) -> None:

@@ -224,13 +224,15 @@ def load_components(preset: str = "tiny", weights_dir: str | os.PathLike | None 
     return out
 
 
+def _read_status(root: str | os.PathLike) -> dict[str, Any]:
+    file = Path(root) / STATUS_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
 def flagged_components(root: str | os.PathLike, flag: str = "untrained") -> list[str]:
     """Component folders listed under `flag` in the weights folder's `status.json`: "untrained" (random
     placeholders) or "below_bar" (trained, but short of their quality bar in the training report)."""
-    file = Path(root) / STATUS_FILE
-    if not file.is_file():
-        return []
-    return list(json.loads(file.read_text()).get(flag, []))
+    return list(_read_status(root).get(flag, []))
 
 
 _FLAG_MESSAGES = {"untrained": "are untrained placeholders (random init)",
@@ -238,12 +240,12 @@ _FLAG_MESSAGES = {"untrained": "are untrained placeholders (random init)",
 
 
 def _warn_flagged(root: Path, loaded: list[str]) -> None:
+    status = _read_status(root)
     for flag, what in _FLAG_MESSAGES.items():
-        flagged = [p for p in flagged_components(root, flag) if p in loaded]
+        flagged = [p for p in status.get(flag, []) if p in loaded]
         if flagged:
-            report = json.loads((root / STATUS_FILE).read_text()).get("report", "")
             logger.warning("weights in %s %s: %s; outputs depending on them are not reliable. See %s", root, what,
-                           ", ".join(flagged), report)
+                           ", ".join(flagged), status.get("report", ""))
 
 
 # -- loaders: `fn(folder, device, dtype)` -----------------------------------------------------------------------
