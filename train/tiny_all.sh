@@ -6,6 +6,7 @@
 #   stage1  depth || RGB VAE                (in parallel on the GPU)        $STAGE1_MIN minutes
 #   stage2  motion VAE (needs vae/)                                          $STAGE2_MIN minutes
 #   stage3  4D-STraG || 4D-ViSM (need motion_vae/, vae/)                      $STAGE3_MIN minutes
+#   strag   4D-STraG alone (after a motion VAE change: its latents are STraG's targets)  $STAGE3_MIN minutes
 #   check   size of $WEIGHTS (<= 32 MB) and a load test of the tiny preset
 #   all     every step above in order (default)
 #
@@ -86,14 +87,15 @@ step_check() {
 stage1() { parallel depth train_depth.py tiny_depth.yaml "$STAGE1_MIN" vae train_vae.py tiny_vae_rgb.yaml "$STAGE1_MIN"; }
 stage2() { train motion_vae train_vae.py tiny_motion_vae.yaml "$STAGE2_MIN"; }
 stage3() { parallel strag train_strag.py tiny_strag.yaml "$STAGE3_MIN" vism train_vism.py tiny_vism.yaml "$STAGE3_MIN"; }
+strag() { train strag train_strag.py tiny_strag.yaml "$STAGE3_MIN"; }
 
 steps=("${@:-all}")
 [ "${steps[0]}" = all ] && steps=(init stage1 stage2 stage3 check)
 for s in "${steps[@]}"; do
   case $s in
     init) step_init ;;
-    stage1|stage2|stage3) step_init; $s ;;
+    stage1|stage2|stage3|strag) step_init; $s ;;
     check) step_check ;;
-    *) echo "unknown step $s (init | stage1 | stage2 | stage3 | check | all)"; exit 2 ;;
+    *) echo "unknown step $s (init | stage1 | stage2 | stage3 | strag | check | all)"; exit 2 ;;
   esac
 done

@@ -83,6 +83,11 @@ def rgb_step(vae: torch.nn.Module, batch, kl_weight: float) -> tuple[torch.Tenso
     return l1 + kl_weight * kl, {"train/l1": float(l1.detach()), "train/kl": float(kl.detach())}
 
 
+def moving_tracks(m: torch.Tensor) -> torch.Tensor:
+    """Bool `(B, H, W)`: tracks of the motion video `(B, 3, T, H, W)` that move in some frame."""
+    return m.abs().amax(dim=(1, 2)) > 1e-4
+
+
 def motion_step(mvae: torch.nn.Module, batch, cfg: VAEConfig) -> tuple[torch.Tensor, dict[str, float]]:
     m, vis, valid, _ = motion_targets(batch)
     recon = mvae.decode_motion(mvae.encode_motion(m)).float()
@@ -91,7 +96,7 @@ def motion_step(mvae: torch.nn.Module, batch, cfg: VAEConfig) -> tuple[torch.Ten
     if cfg.depth_weighted:  # an error dm in m is an error of about |dm| * z0 in metres
         z0 = batch.points[:, 0, :, 2].float().nan_to_num(0.0).clamp_min(0.0) * valid
         weight = weight * (z0 / (z0.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1))).view(B, 1, H, W)
-    moving = m.abs().amax(dim=(1, 2)) > 1e-4  # (B, H, W): the track moves in some frame
+    moving = moving_tracks(m)
     weight = weight * (1.0 + (cfg.moving_weight - 1.0) * moving.float()).unsqueeze(1)
     err = (recon - m).abs().mean(dim=1)  # (B, T, H, W)
     loss = (err * weight).sum() / weight.sum().clamp_min(1.0)
@@ -151,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = [[m[i, :, t].abs().sum(0).cpu().numpy() for t in ts] + [recon[i, :, t].abs().sum(0).cpu().numpy()
                                                                      for t in ts] for i in range(min(2, len(val)))]
         save_image_grid(path, rows, col_titles=[f"|m| t={t}" for t in ts] + [f"|recon| t={t}" for t in ts])
+        moving = moving_tracks(m).flatten(1)
         return {"val/epe_m": float(track_epe(pred, val.points, vis_n, valid).nanmean()),
+                "val/epe_moving_m": float(track_epe(pred, val.points, vis_n, valid & moving).nanmean()),
+                "val/epe_static_m": float(track_epe(pred, val.points, vis_n, valid & ~moving).nanmean()),
                 "val/l1_m": float((recon - m).abs().mean())}
 
     stop = run.fit(train_step, batches(cfg, run.accelerator, run.step), optimizer, lr_scheduler, params,
