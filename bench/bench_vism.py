@@ -141,41 +141,52 @@ def bench_stages(args: argparse.Namespace) -> None:
     for mode in MODES if args.mode == "all" else (args.mode,):
         target = device if mode == "full" else torch.device("cpu")
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
-        comps = build_random(lambda: build_full_strag_components(device="cpu"), target, dtype)
-        vae = comps.pop("vae")  # the Wan2.1 VAE: ViSM's too
+        # random weights are filled on the GPU (minutes faster than on the CPU), then moved where the mode loads them
+        comps = build_random(lambda: build_full_strag_components(device="cpu"), device, dtype)
+        vae = comps.pop("vae").to(target)  # the Wan2.1 VAE: ViSM's too
         # CLIP ViT-H: image tokens for both transformers (as the 14B preset shares vism/image_encoder)
-        comps["image_encoder"] = build_random(lambda: CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_H)), target, dtype)
+        comps["image_encoder"] = build_random(lambda: CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_H)), device, dtype)
+        comps = {k: v.to(target) if isinstance(v, torch.nn.Module) else v for k, v in comps.items()}
+        print(f"{mode:>22}: STraG models built and placed on {target} in {time.perf_counter() - t0:.0f} s", flush=True)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
         strag = STraGPipeline(**comps, depth_estimator=None, resolution=(368, 512),
                               defaults=dict(num_frames=T, guidance_scale=6.0, shift=5.0))
         strag.enable_vae_tiling()  # as the wan2.1-14b preset does
         apply_memory_mode(strag, mode, device, dtype)
         strag.set_progress_bar_config(disable=True)
         t1 = time.perf_counter()
+        print(f"{mode:>22}: STraG memory mode set up in {t1 - t0:.0f} s", flush=True)
         scene = strag(image, "a dog runs to the left", depth=depth, num_frames=T, num_inference_steps=args.steps)
         t2 = time.perf_counter()
         peak_strag = torch.cuda.max_memory_allocated(device) / 2**30
+        print(f"{mode:>22}: STraG build {t1 - t0:.0f} s, run {t2 - t1:.1f} s, peak {peak_strag:.1f} GiB", flush=True)
         text_encoder, tokenizer, image_encoder = strag.text_encoder, strag.tokenizer, strag.image_encoder
+        del comps  # the pipeline must hold the last references for `release` to free them
         strag.release("motion_vae", "transformer", "motion_encoder")
-        del strag, comps
+        del strag
         vae.to(target)
         torch.cuda.reset_peak_memory_stats(device)
+        held = torch.cuda.memory_allocated(device) / 2**30
         t3 = time.perf_counter()
         vism = ViSMPipeline(
-            transformer=build_random(lambda: build_vism_transformer(WAN_FUN_14B_INP_CONFIG), target, dtype),
+            transformer=build_random(lambda: build_vism_transformer(WAN_FUN_14B_INP_CONFIG), device, dtype).to(target),
             vae=vae,
             image_encoder=image_encoder.to(target), text_encoder=text_encoder.to(target), tokenizer=tokenizer,
             scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
         vism.enable_vae_tiling()
         apply_memory_mode(vism, mode, device, dtype)
         vism.set_progress_bar_config(disable=True)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        resident = torch.cuda.memory_allocated(device) / 2**30
         t4 = time.perf_counter()
         vism(scene, "orbit", num_inference_steps=args.steps, guidance_scale=6.0, seed=0)
         t5 = time.perf_counter()
         peak_vism = torch.cuda.max_memory_allocated(device) / 2**30
-        print(f"{mode:>22}: STraG build {t1 - t0:.0f} s, run {t2 - t1:.1f} s, peak {peak_strag:.1f} GiB | "
-              f"ViSM build {t4 - t3:.0f} s, run {t5 - t4:.1f} s, peak {peak_vism:.1f} GiB | {args.steps} CFG steps")
+        print(f"{mode:>22}: ViSM build {t4 - t3:.0f} s, run {t5 - t4:.1f} s, peak {peak_vism:.1f} GiB (after STraG's release "
+              f"{held:.1f} GiB, ViSM loaded {resident:.1f} GiB) | {args.steps} CFG steps")
         vism.release()
         del vism, text_encoder
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -53,9 +55,29 @@ def test_full_scale_policy_releases_the_other_stage(weights, image):
     pipe = MoRe4DPipeline("tiny", weights, device="cpu", keep_both=False)
     scene = pipe.generate(image, "a ball", **STRAG)
     text_encoder = pipe.strag.text_encoder
+    released = [weakref.ref(getattr(pipe.strag, name)) for name in ("transformer", "motion_vae", "motion_encoder")]
     pipe.render(scene, "static", num_inference_steps=1)
     assert pipe._strag is None and pipe.vism.text_encoder is text_encoder  # shared, not reloaded
+    assert all(ref() is None for ref in released)  # freed, not only dropped (their memory is needed by ViSM)
     assert pipe.strag is not None and pipe._vism is None  # loading STraG again releases ViSM
+
+
+def test_sequential_offload_gives_the_same_result(weights, image):
+    """Layer-by-layer offload keeps parameters on the meta device between calls: inputs must follow the hooks."""
+    from accelerate import cpu_offload
+
+    pipe = MoRe4DPipeline.from_preset("tiny", weights, device="cpu")
+    reference = pipe.generate(image, "a ball", seed=3, **STRAG)
+    video = pipe.render(reference, "orbit", num_inference_steps=1, seed=0).frames
+    modules = {id(m): m for stage in (pipe.strag, pipe.vism) for m in stage.components.values()
+               if isinstance(m, torch.nn.Module)}  # the text encoder is shared
+    for module in modules.values():
+        # the tiny text encoder's nn.TransformerEncoder checks its weights' devices before any inner hook runs
+        cpu_offload(module, execution_device=torch.device("cpu"), preload_module_classes=["TransformerEncoder"])
+    assert next(pipe.strag.transformer.parameters()).device.type == "meta"
+    scene = pipe.generate(image, "a ball", seed=3, **STRAG)
+    torch.testing.assert_close(scene.points, reference.points)
+    np.testing.assert_array_equal(pipe.render(scene, "orbit", num_inference_steps=1, seed=0).frames, video)
 
 
 def test_vae_tiling_follows_the_preset(weights, monkeypatch):

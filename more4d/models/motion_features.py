@@ -20,6 +20,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from more4d.errors import InputError
+from more4d.models.placement import execution_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -82,10 +83,9 @@ class OmniMAEViT(ModelMixin, ConfigMixin):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         check_image_batch(image)
         c = self.config
-        param = self.patch_embed.weight
-        x = (image.to(param.device, torch.float32) - self.mean) / self.std
+        x = (image.to(execution_device(self), torch.float32) - self.mean) / self.std
         x = F.interpolate(x, size=(c.image_size, c.image_size), mode="bilinear", align_corners=False)
-        x = x.to(param.dtype).unsqueeze(2).expand(-1, -1, c.num_frames, -1, -1)
+        x = x.to(self.patch_embed.weight.dtype).unsqueeze(2).expand(-1, -1, c.num_frames, -1, -1)
         x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, 196, D)
         x = x + self.pos_embed[:, : x.shape[1]].to(x.dtype)
         for block in self.blocks:
@@ -199,6 +199,5 @@ class TinyMotionEncoder(ModelMixin, ConfigMixin):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         check_image_batch(image)
-        param = self.net[0].weight
-        x = (image.to(param.device, torch.float32) - self.mean) / self.std
-        return self.net(x.to(param.dtype))
+        x = (image.to(execution_device(self), torch.float32) - self.mean) / self.std
+        return self.net(x.to(self.net[0].weight.dtype))

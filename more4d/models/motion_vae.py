@@ -16,6 +16,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from more4d.errors import InputError
+from more4d.models.placement import execution_device
 
 ATANH_CLAMP = 1e-4  # pseudo-RGB is clamped to [-1 + c, 1 - c] before the inverse map: |m| <= 2 atanh(1 - c) ~ 9.9
 
@@ -43,8 +44,7 @@ def wan_encode(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
     Deterministic: the posterior mean, then `(z - latents_mean) / latents_std` as diffusers' Wan pipelines do.
     """
     check_video(video, "video")
-    param = next(vae.parameters())
-    z = vae.encode(video.to(param.device, param.dtype)).latent_dist.mode()
+    z = vae.encode(video.to(execution_device(vae), next(vae.parameters()).dtype)).latent_dist.mode()
     mean, std = _latent_stats(vae, z)
     return (z - mean) / std
 
@@ -53,8 +53,7 @@ def wan_decode(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
     """Decode normalised `latents (B, z, t, h, w)` to a video `(B, 3, 4(t-1)+1, 8h, 8w)` (unclamped, ~[-1, 1])."""
     if latents.ndim != 5 or latents.shape[1] != vae.config.z_dim:
         raise InputError(f"`latents` must be (B, {vae.config.z_dim}, t, h, w), got {tuple(latents.shape)}")
-    param = next(vae.parameters())
-    latents = latents.to(param.device, param.dtype)
+    latents = latents.to(execution_device(vae), next(vae.parameters()).dtype)
     mean, std = _latent_stats(vae, latents)
     return vae.decode(latents * std + mean).sample
 
@@ -193,8 +192,8 @@ class MotionVAE(ModelMixin, ConfigMixin):
     def encode_motion(self, motion: torch.Tensor) -> torch.Tensor:
         """Normalised motion field `m (B, 3, T, H, W)` -> normalised latents `(B, z, t, h, w)`."""
         check_video(motion, "motion")
-        param = next(self.parameters())
-        return self.encode_video(self.encoder_adaptor(motion.to(param.device, param.dtype)))
+        dtype = next(self.parameters()).dtype
+        return self.encode_video(self.encoder_adaptor(motion.to(execution_device(self), dtype)))
 
     def decode_motion(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised `latents (B, z, t, h, w)` -> motion field `m (B, 3, 4(t-1)+1, 8h, 8w)`."""

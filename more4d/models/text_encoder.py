@@ -22,6 +22,7 @@ from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, pr
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from more4d.errors import InputError
+from more4d.models.placement import execution_device
 
 PAD, UNK, EOS = "[PAD]", "[UNK]", "[EOS]"
 PUNCTUATION = tuple(".,!?;:'\"-()")  # always in the vocabulary (the pre-tokenizer splits them off)
@@ -129,7 +130,7 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, encoder: nn.Module, prompt
     prompts = check_prompts(prompts)
     max_length = max_length or default_max_length(tokenizer, encoder)
     param = next(encoder.parameters())
-    device = param.device if device is None else torch.device(device)
+    device = execution_device(encoder) if device is None else torch.device(device)
     full = tokenizer(prompts, padding=False, truncation=False)["input_ids"]
     for i, ids in enumerate(full):
         if len(ids) > max_length:
