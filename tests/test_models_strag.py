@@ -165,6 +165,24 @@ def test_motion_vae_adaptors_and_latents(tmp_path):
         assert torch.equal(again.encode_motion(m), z)
 
 
+def test_motion_vae_methods_trigger_the_offload_hook():
+    """Pipelines call encode_*/decode_* (not forward): model CPU offload must still move the model in."""
+    from accelerate.hooks import ModelHook, add_hook_to_module
+
+    class Count(ModelHook):
+        calls = 0
+
+        def pre_forward(self, module, *args, **kwargs):
+            Count.calls += 1
+            return args, kwargs
+
+    mvae = MotionVAE.from_vae(tiny_vae(), adaptor_channels=8, adaptor_groups=4).eval()
+    add_hook_to_module(mvae, Count())
+    with torch.no_grad():
+        mvae.decode_motion(mvae.encode_motion(torch.zeros(1, 3, 1, 16, 16)))
+    assert Count.calls >= 2
+
+
 def test_motion_vae_bad_inputs():
     mvae = MotionVAE.from_vae(tiny_vae(), adaptor_channels=8, adaptor_groups=4)
     with pytest.raises(InputError, match="4k\\+1"):

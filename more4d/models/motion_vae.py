@@ -14,6 +14,7 @@ import torch.nn as nn
 from diffusers import AutoencoderKLWan
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from more4d.errors import InputError
 from more4d.models.placement import execution_device
@@ -181,20 +182,24 @@ class MotionVAE(ModelMixin, ConfigMixin):
         model.vae.load_state_dict(vae.state_dict())
         return model.to(device=vae.device) if vae.dtype == model.dtype else model.to(vae.device, vae.dtype)
 
+    @apply_forward_hook
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """`video (B, 3, T, H, W)` in [-1, 1] -> normalised latents `(B, z, (T-1)/4+1, H/8, W/8)`."""
         return wan_encode(self.vae, video)
 
+    @apply_forward_hook
     def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised `latents (B, z, t, h, w)` -> video `(B, 3, 4(t-1)+1, 8h, 8w)` (about [-1, 1])."""
         return wan_decode(self.vae, latents)
 
+    @apply_forward_hook
     def encode_motion(self, motion: torch.Tensor) -> torch.Tensor:
         """Normalised motion field `m (B, 3, T, H, W)` -> normalised latents `(B, z, t, h, w)`."""
         check_video(motion, "motion")
         dtype = next(self.parameters()).dtype
         return self.encode_video(self.encoder_adaptor(motion.to(execution_device(self), dtype)))
 
+    @apply_forward_hook
     def decode_motion(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised `latents (B, z, t, h, w)` -> motion field `m (B, 3, 4(t-1)+1, 8h, 8w)`."""
         return self.decoder_adaptor(self.decode_video(latents))
