@@ -83,6 +83,20 @@ def rgb_step(vae: torch.nn.Module, batch, kl_weight: float) -> tuple[torch.Tenso
     return l1 + kl_weight * kl, {"train/l1": float(l1.detach()), "train/kl": float(kl.detach())}
 
 
+def temporal_probe(vae: torch.nn.Module, num_frames: int, height: int, width: int) -> float:
+    """How much of a change over time the RGB VAE loses: 0 = kept, 1 = lost.
+
+    A flat grey square appears at frame 1 on an empty video; the score is the mean reconstruction error inside the
+    square over frames 1.. divided by its amplitude. A VAE that only keeps frame 0 scores about 1, and its frozen
+    encoder then cannot carry motion (all of m is in frames 1..).
+    """
+    x = torch.zeros(1, 3, num_frames, height, width, device=next(vae.parameters()).device)
+    box = (slice(None), slice(None), slice(1, None), slice(height // 4, height * 3 // 4), slice(width // 4, width * 3 // 4))
+    x[box] = 0.5
+    recon = vae.decode(vae.encode(x).latent_dist.mode()).sample.float()
+    return float((recon[box] - x[box]).abs().mean() / 0.5)
+
+
 def moving_tracks(m: torch.Tensor) -> torch.Tensor:
     """Bool `(B, H, W)`: tracks of the motion video `(B, 3, T, H, W)` that move in some frame."""
     return m.abs().amax(dim=(1, 2)) > 1e-4
@@ -147,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = [[a[i, t].cpu().numpy() for t in ts] + [b[i, t].cpu().numpy() for t in ts]
                     for i in range(min(2, len(val)))]
             save_image_grid(path, rows, col_titles=[f"gt t={t}" for t in ts] + [f"recon t={t}" for t in ts])
-            return {"val/psnr": float(psnr(b, a).mean())}
+            return {"val/psnr": float(psnr(b, a).mean()), "val/temporal_probe": temporal_probe(m_, *x.shape[2:])}
         m, vis, valid, alphas = motion_targets(val)
         recon = m_.decode_motion(m_.encode_motion(m)).float()
         pred = torch.stack([denormalize_motion(video_to_motion(recon[b]), val.points[b, 0], alphas[b])
