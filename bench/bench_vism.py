@@ -170,7 +170,7 @@ def bench_stages(args: argparse.Namespace) -> None:
         vism = ViSMPipeline(
             transformer=build_random(lambda: build_vism_transformer(WAN_FUN_14B_INP_CONFIG), device, dtype).to(target),
             vae=vae,
-            image_encoder=image_encoder.to(target), text_encoder=text_encoder.to(target), tokenizer=tokenizer,
+            image_encoder=image_encoder, text_encoder=text_encoder, tokenizer=tokenizer,  # placed (or hooked) already
             scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
         vism.enable_vae_tiling()
         apply_memory_mode(vism, mode, device, dtype)

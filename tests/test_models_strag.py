@@ -67,6 +67,19 @@ def test_strag_shapes_and_mpm_identity_at_init():
     assert not torch.allclose(run(model, **x, motion_features=feats()), out)
 
 
+def test_mpm_runs_under_fp8_layerwise_casting():
+    """low_vram stores the transformer's weights in float8: the MPM must compute in the activations' dtype."""
+    model = strag()
+    randomize_mpm(model)
+    x = inputs()
+    ref = run(model, **x, motion_features=feats())
+    model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
+    assert model.motion_perception.adapter[0].weight.dtype == torch.float8_e4m3fn
+    out = run(model, **x, motion_features=feats())
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out - ref).abs().mean() < 0.1 * ref.abs().mean()  # fp8 rounding of the weights only
+
+
 def test_mpm_trainable_at_init_and_gradient_checkpointing():
     model = strag().train()
     x = inputs()

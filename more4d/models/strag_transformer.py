@@ -248,8 +248,9 @@ class STraGTransformer(WanTransformer3DModel):
         # 3. Motion Perception Module: SiLU(features) per spatial token (B, 1, h'*w', C), shared by all blocks
         motion = None
         if motion_features is not None:
-            dtype = self.motion_perception.adapter[0].weight.dtype
-            motion = self.motion_perception(motion_features.to(hidden_states.device, dtype), grid).unsqueeze(1)
+            # compute dtype, not the adapter weights': under fp8 layerwise casting those are stored as float8
+            motion = self.motion_perception(motion_features.to(hidden_states.device, hidden_states.dtype), grid)
+            motion = motion.unsqueeze(1)
             if self.ref_conv is not None:  # seed: [f on t frames | zeros], against [ref frame | t frames]
                 motion = torch.cat([motion.expand(-1, post_patch_num_frames, -1, -1), torch.zeros_like(motion)], 1)
             motion = F.silu(motion).to(hidden_states.dtype)
