@@ -4,6 +4,7 @@
 #   init    fill $WEIGHTS if it holds none: a copy of the shipped weights, else random ones (every stage starts
 #           from $WEIGHTS and exports into it)
 #   stage1  depth || RGB VAE                (in parallel on the GPU)        $STAGE1_MIN minutes
+#   vae     RGB VAE alone (then stage2 and strag: the motion VAE copies it)  $STAGE1_MIN minutes
 #   stage2  motion VAE (needs vae/)                                          $STAGE2_MIN minutes
 #   stage3  4D-STraG || 4D-ViSM (need motion_vae/, vae/)                      $STAGE3_MIN minutes
 #   strag   4D-STraG alone (after a motion VAE change: its latents are STraG's targets)  $STAGE3_MIN minutes
@@ -85,6 +86,7 @@ step_check() {
 }
 
 stage1() { parallel depth train_depth.py tiny_depth.yaml "$STAGE1_MIN" vae train_vae.py tiny_vae_rgb.yaml "$STAGE1_MIN"; }
+vae() { train vae train_vae.py tiny_vae_rgb.yaml "$STAGE1_MIN"; }
 stage2() { train motion_vae train_vae.py tiny_motion_vae.yaml "$STAGE2_MIN"; }
 stage3() { parallel strag train_strag.py tiny_strag.yaml "$STAGE3_MIN" vism train_vism.py tiny_vism.yaml "$STAGE3_MIN"; }
 strag() { train strag train_strag.py tiny_strag.yaml "$STAGE3_MIN"; }
@@ -94,8 +96,8 @@ steps=("${@:-all}")
 for s in "${steps[@]}"; do
   case $s in
     init) step_init ;;
-    stage1|stage2|stage3|strag) step_init; $s ;;
+    stage1|vae|stage2|stage3|strag) step_init; $s ;;
     check) step_check ;;
-    *) echo "unknown step $s (init | stage1 | stage2 | stage3 | strag | check | all)"; exit 2 ;;
+    *) echo "unknown step $s (init | stage1 | vae | stage2 | stage3 | strag | check | all)"; exit 2 ;;
   esac
 done

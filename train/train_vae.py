@@ -8,7 +8,9 @@
     accelerate launch --config_file train/accelerate/ddp.yaml train/train_vae.py \
         --config train/configs/paper_motion_vae.yaml
 
-Stage a: L1 + KL on RGB videos in [-1, 1]; the end sets `latents_mean/std` from the data. Stage b (METHOD.md
+Stage a: L1 + KL on RGB videos in [-1, 1] (pixels that change over time weigh `1 + change_weight`; a
+`motion_fraction` of each batch is motion pseudo-videos, so the encoder that stage b freezes can carry motion); the
+end sets `latents_mean/std` from the data. Stage b (METHOD.md
 "Motion-sensitive VAE"): the VAE encoder is frozen; the encoder adaptor, the VAE decoder and the decoder adaptor
 are trained with an L1 loss on the normalised motion video, weighted by track visibility (hidden tracks weigh
 `hidden_weight`), with `depth_weighted` by frame-0 depth (so the loss follows the metric error) and by
@@ -38,6 +40,9 @@ class VAEConfig(TrainConfig):
     stage: Literal["rgb", "motion"] = "motion"
     kl_weight: float = 1e-6            # stage a
     change_weight: float = 0.0         # stage a: extra weight of pixels that differ from frame 0 (temporal path)
+    motion_fraction: float = 0.0       # stage a: share of each batch given as motion pseudo-videos tanh(g m / 2)
+    motion_gain: float | None = None   # stage a: g of those videos; stage b: reset the adaptors to this gain
+    copy_decoder_from_vae: bool = False  # stage b: start the motion VAE's decoder from `vae/` too
     hidden_weight: float = 0.1         # stage b: loss weight of tracks hidden in a frame (visible ones weigh 1)
     depth_weighted: bool = True        # stage b: weigh each track by z0 / mean z0 (the metric error is |dm| * z0)
     moving_weight: float = 1.0         # stage b: extra weight of tracks that move (static backdrop dominates otherwise)
@@ -51,6 +56,8 @@ class VAEConfig(TrainConfig):
               (self.kl_weight, self.hidden_weight))
         check(self.moving_weight > 0, "moving_weight", "> 0", self.moving_weight)
         check(self.change_weight >= 0, "change_weight", ">= 0", self.change_weight)
+        check(0 <= self.motion_fraction <= 1, "motion_fraction", "in [0, 1]", self.motion_fraction)
+        check(self.motion_gain is None or self.motion_gain > 0, "motion_gain", "> 0", self.motion_gain)
 
 
 def to_video(frames: torch.Tensor) -> torch.Tensor:
@@ -63,11 +70,14 @@ def build_models(cfg: VAEConfig) -> tuple[torch.nn.Module, list[torch.nn.Paramet
     if cfg.stage == "rgb":
         vae = load_init(cfg, "vae")["vae"].train().requires_grad_(True)
         return vae, trainable(vae)
-    comps = load_init(cfg, "motion_vae", *(("vae",) if cfg.copy_encoder_from_vae else ()))
+    copied = [*(("encoder", "quant_conv") if cfg.copy_encoder_from_vae else ()),
+              *(("decoder", "post_quant_conv") if cfg.copy_decoder_from_vae else ())]
+    comps = load_init(cfg, "motion_vae", *(("vae",) if copied else ()))
     mvae = comps["motion_vae"].train()
-    if cfg.copy_encoder_from_vae:
-        for part in ("encoder", "quant_conv"):
-            getattr(mvae.vae, part).load_state_dict(getattr(comps["vae"], part).state_dict())
+    for part in copied:
+        getattr(mvae.vae, part).load_state_dict(getattr(comps["vae"], part).state_dict())
+    if cfg.motion_gain is not None:
+        mvae.reset_adaptors(cfg.motion_gain)
     mvae.requires_grad_(False)
     parts = [mvae.vae.decoder, mvae.vae.post_quant_conv, mvae.decoder_adaptor]
     parts += [mvae.encoder_adaptor] if cfg.train_encoder_adaptor else []
@@ -86,6 +96,9 @@ def rgb_step(vae: torch.nn.Module, batch, cfg: VAEConfig) -> tuple[torch.Tensor,
     over time (`temporal_probe` ~ 1); the motion VAE's frozen encoder then cannot carry motion.
     """
     x = to_video(batch.frames)
+    k = round(len(x) * cfg.motion_fraction)
+    if k:  # the frozen encoder of the motion VAE must carry motion: let this VAE see what it will be fed
+        x = torch.cat([torch.tanh((cfg.motion_gain or 1.0) / 2 * motion_targets(batch)[0][:k]).to(x), x[k:]])
     posterior = vae.encode(x).latent_dist
     err = (vae.decode(posterior.sample()).sample.float() - x).abs()
     l1 = err.mean()

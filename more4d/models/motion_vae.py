@@ -2,8 +2,9 @@
 
 `encode_motion`: m `(B, 3, T, H, W)` -> encoder adaptor -> bounded pseudo-RGB in [-1, 1] -> Wan encoder ->
 normalised latents `(B, 16, t, h, w)`. `decode_motion`: latents -> Wan decoder -> decoder adaptor -> m.
-At init the encoder adaptor is exactly `tanh(m / 2)` and the decoder adaptor its inverse `2 atanh(v)`
-(METHOD.md "Motion-sensitive VAE"); both are residual CNNs with zero-initialised output convolutions.
+At init the encoder adaptor is exactly `tanh(g m / 2)` and the decoder adaptor its inverse `2 atanh(v) / g`
+(METHOD.md "Motion-sensitive VAE", gain g = `motion_gain`, 1 there); both are residual CNNs with zero-initialised
+output convolutions. A gain > 1 lifts small motions (|m| ~ 0.03-0.2 in the tiny data) above a small VAE's error.
 Module names follow the authors' `VAEEncoderadaptor` / `VAEDecoderadaptor` (seed_checkpoints.md §3).
 """
 
@@ -104,28 +105,32 @@ class _Adaptor(nn.Module):
 
 
 class MotionEncoderAdaptor(_Adaptor):
-    """m -> pseudo-RGB in [-1, 1]: `2 sigmoid(x + r(x)) - 1`; equals `tanh(m / 2)` at init (r = 0)."""
+    """m -> pseudo-RGB in [-1, 1]: `2 sigmoid(g x + r(x)) - 1`; equals `tanh(g m / 2)` at init (r = 0)."""
+
+    def __init__(self, channels: int, groups: int, num_blocks: int, gain: float = 1.0):
+        super().__init__(channels, groups, num_blocks)
+        self.gain = gain
 
     def base(self, x: torch.Tensor) -> torch.Tensor:
-        return 2.0 * torch.sigmoid(x + self.residual(x)) - 1.0
+        return 2.0 * torch.sigmoid(self.gain * x + self.residual(x)) - 1.0
 
 
 class MotionDecoderAdaptor(_Adaptor):
-    """pseudo-RGB -> m: `2 atanh(clamp(v)) + r(v)`; the exact inverse of the encoder adaptor at init.
+    """pseudo-RGB -> m: `2 atanh(clamp(v)) / g + r(v)`; the exact inverse of the encoder adaptor at init.
 
     `inverse_skip=False` drops the atanh term (`m = r(v)`), as the authors' decoder adaptor does.
     """
 
-    def __init__(self, channels: int, groups: int, num_blocks: int, inverse_skip: bool = True):
+    def __init__(self, channels: int, groups: int, num_blocks: int, inverse_skip: bool = True, gain: float = 1.0):
         super().__init__(channels, groups, num_blocks)
-        self.inverse_skip = inverse_skip
+        self.inverse_skip, self.gain = inverse_skip, gain
 
     def base(self, x: torch.Tensor) -> torch.Tensor:
         if not self.inverse_skip:
             return self.residual(x)
         # float32: in bf16, 1 - ATANH_CLAMP rounds to 1 and atanh gives inf (seen in bf16 training on an H100)
         v = x.float().clamp(-1.0 + ATANH_CLAMP, 1.0 - ATANH_CLAMP)
-        return (2.0 * torch.atanh(v)).to(x.dtype) + self.residual(x)
+        return (2.0 / self.gain * torch.atanh(v)).to(x.dtype) + self.residual(x)
 
 
 class MotionVAE(ModelMixin, ConfigMixin):
@@ -133,7 +138,8 @@ class MotionVAE(ModelMixin, ConfigMixin):
 
     Args mirror `AutoencoderKLWan` (`base_dim`, `z_dim`, `dim_mult`, `num_res_blocks`, `temperal_downsample`,
     `latents_mean`, `latents_std`) plus the adaptors' width `adaptor_channels`, GroupNorm `adaptor_groups`,
-    residual blocks per adaptor, and `decoder_inverse_skip` (False for the authors' released adaptors).
+    residual blocks per adaptor, `decoder_inverse_skip` (False for the authors' released adaptors) and the
+    adaptors' `motion_gain` (1 as in the method; the tiny preset uses a larger one).
     Build one around an existing RGB VAE with `MotionVAE.from_vae(vae)` (copies its weights).
     """
 
@@ -154,6 +160,7 @@ class MotionVAE(ModelMixin, ConfigMixin):
         encoder_adaptor_blocks: int = 1,
         decoder_adaptor_blocks: int = 2,
         decoder_inverse_skip: bool = True,
+        motion_gain: float = 1.0,
     ) -> None:
         super().__init__()
         stats = {}
@@ -165,10 +172,23 @@ class MotionVAE(ModelMixin, ConfigMixin):
             base_dim=base_dim, z_dim=z_dim, dim_mult=list(dim_mult), num_res_blocks=num_res_blocks,
             temperal_downsample=list(temperal_downsample), **stats,
         )
-        self.encoder_adaptor = MotionEncoderAdaptor(adaptor_channels, adaptor_groups, encoder_adaptor_blocks)
+        if motion_gain <= 0:
+            raise InputError(f"motion_gain must be > 0, got {motion_gain}")
+        self.encoder_adaptor = MotionEncoderAdaptor(adaptor_channels, adaptor_groups, encoder_adaptor_blocks,
+                                                    motion_gain)
         self.decoder_adaptor = MotionDecoderAdaptor(
-            adaptor_channels, adaptor_groups, decoder_adaptor_blocks, decoder_inverse_skip
+            adaptor_channels, adaptor_groups, decoder_adaptor_blocks, decoder_inverse_skip, motion_gain
         )
+
+    def reset_adaptors(self, motion_gain: float) -> None:
+        """Set the adaptors' gain and zero their residuals: they become exactly `tanh(g m / 2)` and its inverse."""
+        if motion_gain <= 0:
+            raise InputError(f"motion_gain must be > 0, got {motion_gain}")
+        self.register_to_config(motion_gain=motion_gain)
+        for adaptor in (self.encoder_adaptor, self.decoder_adaptor):
+            adaptor.gain = motion_gain
+            nn.init.zeros_(adaptor.conv_out.weight)
+            nn.init.zeros_(adaptor.conv_out.bias)
 
     @classmethod
     def from_vae(cls, vae: AutoencoderKLWan, **adaptor_kwargs) -> MotionVAE:
