@@ -43,6 +43,7 @@ class VAEConfig(TrainConfig):
     motion_fraction: float = 0.0       # stage a: share of each batch given as motion pseudo-videos tanh(g m / 2)
     motion_gain: float | None = None   # stage a: g of those videos; stage b: reset the adaptors to this gain
     copy_decoder_from_vae: bool = False  # stage b: start the motion VAE's decoder from `vae/` too
+    train_encoder: bool = False        # stage b: train the Wan encoder too (the method freezes it)
     hidden_weight: float = 0.1         # stage b: loss weight of tracks hidden in a frame (visible ones weigh 1)
     depth_weighted: bool = True        # stage b: weigh each track by z0 / mean z0 (the metric error is |dm| * z0)
     moving_weight: float = 1.0         # stage b: extra weight of tracks that move (static backdrop dominates otherwise)
@@ -81,6 +82,7 @@ def build_models(cfg: VAEConfig) -> tuple[torch.nn.Module, list[torch.nn.Paramet
     mvae.requires_grad_(False)
     parts = [mvae.vae.decoder, mvae.vae.post_quant_conv, mvae.decoder_adaptor]
     parts += [mvae.encoder_adaptor] if cfg.train_encoder_adaptor else []
+    parts += [mvae.vae.encoder, mvae.vae.quant_conv] if cfg.train_encoder else []
     for part in parts:
         part.requires_grad_(True)
     return mvae, trainable(mvae)
@@ -122,6 +124,19 @@ def temporal_probe(vae: torch.nn.Module, num_frames: int, height: int, width: in
     x[box] = 0.5
     recon = vae.decode(vae.encode(x).latent_dist.mode()).sample.float()
     return float((recon[box] - x[box]).abs().mean() / 0.5)
+
+
+@torch.no_grad()
+def motion_video_error(vae: torch.nn.Module, batch, gain: float) -> float:
+    """Relative reconstruction error of the RGB VAE on the moving pixels of motion pseudo-videos tanh(g m / 2).
+
+    What the motion VAE's frozen copy of this encoder must carry: 0 = kept, 1 = decoded as no motion.
+    """
+    m = motion_targets(batch)[0]
+    p = torch.tanh(gain / 2 * m).to(next(vae.parameters()).device)
+    recon = vae.decode(vae.encode(p).latent_dist.mode()).sample.float()
+    moving = moving_tracks(m).to(p.device)[:, None, None].expand_as(p)
+    return float((recon - p).abs()[moving].mean() / p.abs()[moving].mean().clamp_min(1e-8))
 
 
 def moving_tracks(m: torch.Tensor) -> torch.Tensor:
@@ -188,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = [[a[i, t].cpu().numpy() for t in ts] + [b[i, t].cpu().numpy() for t in ts]
                     for i in range(min(2, len(val)))]
             save_image_grid(path, rows, col_titles=[f"gt t={t}" for t in ts] + [f"recon t={t}" for t in ts])
-            return {"val/psnr": float(psnr(b, a).mean()), "val/temporal_probe": temporal_probe(m_, *x.shape[2:])}
+            return {"val/psnr": float(psnr(b, a).mean()), "val/temporal_probe": temporal_probe(m_, *x.shape[2:]),
+                    "val/motion_moving_rel": motion_video_error(m_, val, cfg.motion_gain or 1.0)}
         m, vis, valid, alphas = motion_targets(val)
         recon = m_.decode_motion(m_.encode_motion(m)).float()
         pred = torch.stack([denormalize_motion(video_to_motion(recon[b]), val.points[b, 0], alphas[b])
@@ -207,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                    samples_per_batch=cfg.data.batch_size, validate=log_validation)
     final = run.validate(log_validation)
     # normalisation stats of the exported (EMA) weights; a decoder-only fine-tune keeps the latents (and STraG's)
-    if run.is_main and cfg.export_dir and (cfg.stage == "rgb" or cfg.train_encoder_adaptor):
+    if run.is_main and cfg.export_dir and (cfg.stage == "rgb" or cfg.train_encoder_adaptor or cfg.train_encoder):
         module = run.models[name]
         vae = module if cfg.stage == "rgb" else module.vae
         latents = []
