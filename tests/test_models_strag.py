@@ -178,6 +178,23 @@ def test_motion_vae_adaptors_and_latents(tmp_path):
         assert torch.equal(again.encode_motion(m), z)
 
 
+def test_motion_vae_gain_and_reset_adaptors(tmp_path):
+    """A gain g makes the adaptors tanh(g m / 2) and its inverse; reset_adaptors zeroes trained residuals."""
+    mvae = MotionVAE.from_vae(tiny_vae(), adaptor_channels=8, adaptor_groups=4, motion_gain=8.0).eval()
+    m = 0.1 * torch.randn(1, 3, 1, 16, 24)
+    with torch.no_grad():
+        pseudo = mvae.encoder_adaptor(m)
+        torch.testing.assert_close(pseudo, torch.tanh(4 * m), rtol=0, atol=1e-6)
+        torch.testing.assert_close(mvae.decoder_adaptor(pseudo), m, rtol=0, atol=1e-4)
+        mvae.encoder_adaptor.conv_out.weight.normal_()  # as after training
+        mvae.reset_adaptors(2.0)
+        torch.testing.assert_close(mvae.encoder_adaptor(m), torch.tanh(m), rtol=0, atol=1e-6)
+    mvae.save_pretrained(tmp_path / "mv")
+    assert MotionVAE.from_pretrained(tmp_path / "mv").decoder_adaptor.gain == 2.0
+    with pytest.raises(InputError, match="motion_gain"):
+        mvae.reset_adaptors(0.0)
+
+
 def test_motion_vae_methods_trigger_the_offload_hook():
     """Pipelines call encode_*/decode_* (not forward): model CPU offload must still move the model in."""
     from accelerate.hooks import ModelHook, add_hook_to_module

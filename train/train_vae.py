@@ -39,6 +39,7 @@ from more4d.geometry import denormalize_motion, video_to_motion
 class VAEConfig(TrainConfig):
     stage: Literal["rgb", "motion"] = "motion"
     kl_weight: float = 1e-6            # stage a
+    sample_posterior: bool = True      # stage a: decode a posterior sample (False: its mean, a plain autoencoder)
     change_weight: float = 0.0         # stage a: extra weight of pixels that differ from frame 0 (temporal path)
     motion_fraction: float = 0.0       # stage a: share of each batch given as motion pseudo-videos tanh(g m / 2)
     motion_gain: float | None = None   # stage a: g of those videos; stage b: reset the adaptors to this gain
@@ -102,7 +103,8 @@ def rgb_step(vae: torch.nn.Module, batch, cfg: VAEConfig) -> tuple[torch.Tensor,
     if k:  # the frozen encoder of the motion VAE must carry motion: let this VAE see what it will be fed
         x = torch.cat([torch.tanh((cfg.motion_gain or 1.0) / 2 * motion_targets(batch)[0][:k]).to(x), x[k:]])
     posterior = vae.encode(x).latent_dist
-    err = (vae.decode(posterior.sample()).sample.float() - x).abs()
+    z = posterior.sample() if cfg.sample_posterior else posterior.mode()
+    err = (vae.decode(z).sample.float() - x).abs()
     l1 = err.mean()
     loss = l1
     if cfg.change_weight:
