@@ -92,8 +92,14 @@ def build_models(cfg: VAEConfig) -> tuple[torch.nn.Module, list[torch.nn.Paramet
 CHANGE_THRESHOLD = 0.05  # in [-1, 1] units: a pixel "changes" when some channel moves this far from frame 0
 
 
+def motion_pseudo_video(batch, gain: float) -> torch.Tensor:
+    """The batch's motion videos as the motion VAE's encoder adaptor maps them at init: `tanh(g m / 2)`."""
+    return torch.tanh(gain / 2 * motion_targets(batch)[0])
+
+
 def rgb_step(vae: torch.nn.Module, batch, cfg: VAEConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 + KL; with `change_weight`, pixels that differ from frame 0 weigh `1 + change_weight`.
+    """L1 + KL; with `change_weight`, pixels that differ from frame 0 weigh `1 + change_weight`, and the first
+    `motion_fraction` of the batch is replaced by its motion pseudo-videos.
 
     Most synthetic clips are nearly static, so plain L1 is minimised by a VAE that copies frame 0 and drops change
     over time (`temporal_probe` ~ 1); the motion VAE's frozen encoder then cannot carry motion.
@@ -101,7 +107,7 @@ def rgb_step(vae: torch.nn.Module, batch, cfg: VAEConfig) -> tuple[torch.Tensor,
     x = to_video(batch.frames)
     k = round(len(x) * cfg.motion_fraction)
     if k:  # the frozen encoder of the motion VAE must carry motion: let this VAE see what it will be fed
-        x = torch.cat([torch.tanh((cfg.motion_gain or 1.0) / 2 * motion_targets(batch)[0][:k]).to(x), x[k:]])
+        x = torch.cat([motion_pseudo_video(batch, cfg.motion_gain or 1.0)[:k].to(x), x[k:]])
     posterior = vae.encode(x).latent_dist
     z = posterior.sample() if cfg.sample_posterior else posterior.mode()
     err = (vae.decode(z).sample.float() - x).abs()
@@ -134,10 +140,9 @@ def motion_video_error(vae: torch.nn.Module, batch, gain: float) -> float:
 
     What the motion VAE's frozen copy of this encoder must carry: 0 = kept, 1 = decoded as no motion.
     """
-    m = motion_targets(batch)[0]
-    p = torch.tanh(gain / 2 * m).to(next(vae.parameters()).device)
+    p = motion_pseudo_video(batch, gain).to(next(vae.parameters()).device)
     recon = vae.decode(vae.encode(p).latent_dist.mode()).sample.float()
-    moving = moving_tracks(m).to(p.device)[:, None, None].expand_as(p)
+    moving = moving_tracks(p)[:, None, None].expand_as(p)
     return float((recon - p).abs()[moving].mean() / p.abs()[moving].mean().clamp_min(1e-8))
 
 
