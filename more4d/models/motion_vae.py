@@ -60,6 +60,11 @@ def wan_decode(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
     return vae.decode(latents * std + mean).sample
 
 
+def _check_gain(gain: float) -> None:
+    if gain <= 0:
+        raise InputError(f"motion_gain must be > 0, got {gain}")
+
+
 class ResBlock2d(nn.Module):
     """GroupNorm-SiLU-conv twice with a skip connection (the seed adaptors' `block`)."""
 
@@ -85,6 +90,10 @@ class _Adaptor(nn.Module):
         self.blocks = nn.ModuleList(ResBlock2d(channels, groups) for _ in range(num_blocks))
         self.norm_out = nn.GroupNorm(groups, channels, eps=1e-6)
         self.conv_out = nn.Conv2d(channels, 3, 3, padding=1)
+        self.zero_residual()
+
+    def zero_residual(self) -> None:
+        """Zero the output convolution: the adaptor becomes exactly its `base` map."""
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -172,8 +181,7 @@ class MotionVAE(ModelMixin, ConfigMixin):
             base_dim=base_dim, z_dim=z_dim, dim_mult=list(dim_mult), num_res_blocks=num_res_blocks,
             temperal_downsample=list(temperal_downsample), **stats,
         )
-        if motion_gain <= 0:
-            raise InputError(f"motion_gain must be > 0, got {motion_gain}")
+        _check_gain(motion_gain)
         self.encoder_adaptor = MotionEncoderAdaptor(adaptor_channels, adaptor_groups, encoder_adaptor_blocks,
                                                     motion_gain)
         self.decoder_adaptor = MotionDecoderAdaptor(
@@ -182,13 +190,11 @@ class MotionVAE(ModelMixin, ConfigMixin):
 
     def reset_adaptors(self, motion_gain: float) -> None:
         """Set the adaptors' gain and zero their residuals: they become exactly `tanh(g m / 2)` and its inverse."""
-        if motion_gain <= 0:
-            raise InputError(f"motion_gain must be > 0, got {motion_gain}")
+        _check_gain(motion_gain)
         self.register_to_config(motion_gain=motion_gain)
         for adaptor in (self.encoder_adaptor, self.decoder_adaptor):
             adaptor.gain = motion_gain
-            nn.init.zeros_(adaptor.conv_out.weight)
-            nn.init.zeros_(adaptor.conv_out.bias)
+            adaptor.zero_residual()
 
     @classmethod
     def from_vae(cls, vae: AutoencoderKLWan, **adaptor_kwargs) -> MotionVAE:
