@@ -196,6 +196,7 @@ def test_config_validation(tmp_path):
 
     assert load("model.norm_groups=4").model.norm_groups == 4
     assert load("mixed_precision=no").mixed_precision == "no"  # YAML `no` is read as false
+    assert load("learning_rate=1e-3").learning_rate == 1e-3  # YAML 1.1 reads `1e-3` as a string
     with pytest.raises(InputError, match="unknown config key"):
         load("model.depth_layers=3")
     with pytest.raises(InputError, match="learning_rate"):
