@@ -2,7 +2,6 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, "train")
 from _lib.data import motion_targets
@@ -41,10 +40,7 @@ vm, vvis, vvalid, valphas = motion_targets(val)
 vmov = vm.abs().amax(dim=(1, 2)) > 1e-4
 
 
-def dense(B, T=9, H=32, W=32, g=None):
-    low = torch.rand(B, 3, T, 4, 4, generator=g) * 1.6 - 0.8
-    return F.interpolate(low, size=(T, H, W), mode="trilinear", align_corners=True)
-
+from tinit import dense  # noqa: E402
 
 gval = torch.Generator().manual_seed(1)
 dval = dense(8, g=gval)

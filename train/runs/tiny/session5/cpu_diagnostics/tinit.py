@@ -50,3 +50,11 @@ def patch_no_rmsnorm():
 
     w.WanRMS_norm.forward = forward
     return 1
+
+
+def dense(B, T=9, H=32, W=32, g=None):
+    """Dense random videos in [-0.8, 0.8]: independent 4x4 fields per frame and channel, upsampled trilinearly."""
+    import torch.nn.functional as F
+
+    low = torch.rand(B, 3, T, 4, 4, generator=g) * 1.6 - 0.8
+    return F.interpolate(low, size=(T, H, W), mode="trilinear", align_corners=True)
