@@ -1,64 +1,30 @@
+"""A fresh motion VAE on dense random videos, then on motion: dense.py PRE_STEPS MOTION_STEPS LR [SRC [ABLATION]]
+(REPORT "Session 5", finding 5)."""
+
 import sys
 import time
 
 import torch
+from common import decode_errors, dense, fresh_motion_vae, motion_l1, train_motion, validation_set
 
-sys.path.insert(0, "train")
-from _lib.data import motion_targets
-
-from more4d.data.synth import SynthConfig, generate_batch
-from more4d.eval.metrics import track_epe
-from more4d.geometry import denormalize_motion, video_to_motion
-from more4d.weights import load_components
-
-pre_steps = int(sys.argv[1])
-steps = int(sys.argv[2])
-lr = float(sys.argv[3])
+pre_steps, steps, lr = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 torch.manual_seed(0)
-mv = (
-    load_components(
-        "tiny", sys.argv[4] if len(sys.argv) > 4 else "train/outputs/mvw/C", only=("motion_vae",)
-    )["motion_vae"]
-    .float()
-    .train()
-    .requires_grad_(True)
+mv = fresh_motion_vae(
+    sys.argv[4] if len(sys.argv) > 4 else "train/outputs/mvw/C", sys.argv[5] if len(sys.argv) > 5 else None
 )
-mv.reset_adaptors(8.0)
-if len(sys.argv) > 5:
-    import tinit
-
-    print(
-        sys.argv[5],
-        getattr(tinit, sys.argv[5])(mv.vae)
-        if sys.argv[5] != "patch_no_rmsnorm"
-        else tinit.patch_no_rmsnorm(),
-    )
 vae = mv.vae
-cfg = SynthConfig(num_frames=9, height=32, width=32, novel_views=0)
-val = generate_batch(range(999999000, 999999016), cfg, "cpu")
-vm, vvis, vvalid, valphas = motion_targets(val)
-vmov = vm.abs().amax(dim=(1, 2)) > 1e-4
-
-
-from tinit import dense  # noqa: E402
-
-gval = torch.Generator().manual_seed(1)
-dval = dense(8, g=gval)
+vs = validation_set()
+dval = dense(8, g=torch.Generator().manual_seed(1))
 opt = torch.optim.Adam(mv.parameters(), lr=lr)
 
 
-def ev():
+def relative_errors():
+    """(frames 1.., frame 0) relative reconstruction error of the dense validation videos."""
     with torch.no_grad():
-        r = mv.decode_motion(mv.encode_motion(vm)).float()
-        pred = torch.stack(
-            [denormalize_motion(video_to_motion(r[i]), val.points[i, 0], valphas[i]) for i in range(len(r))]
-        )
-        d = vae.decode(vae.encode(dval).latent_dist.mode()).sample
-        return (
-            float(track_epe(pred, val.points, vvis.flatten(2), vvalid & vmov.flatten(1)).nanmean()),
-            float((d - dval)[:, :, 1:].abs().mean() / dval[:, :, 1:].abs().mean()),
-            float((d - dval)[:, :, :1].abs().mean() / dval[:, :, :1].abs().mean()),
-        )
+        d = vae.decode(vae.encode(dval).latent_dist.mode()).sample - dval
+    return tuple(
+        float(d[:, :, f].abs().mean() / dval[:, :, f].abs().mean()) for f in (slice(1, None), slice(0, 1))
+    )
 
 
 t0 = time.time()
@@ -67,19 +33,16 @@ for s in range(pre_steps + steps + 1):
         x = dense(4)
         loss = (vae.decode(vae.encode(x).latent_dist.mode()).sample - x).abs().mean()
     else:
-        b = generate_batch(range(s * 4, s * 4 + 4), cfg, "cpu")
-        m = motion_targets(b)[0]
-        mov = (m.abs().amax(dim=(1, 2)) > 1e-4).float()[:, None, None]
-        r = mv.decode_motion(mv.encode_motion(m)).float()
-        loss = ((r - m).abs().mean(1, keepdim=True) * (1 + 15 * mov)).mean()
+        loss = motion_l1(mv, *train_motion(s))
     opt.zero_grad()
     loss.backward()
     opt.step()
     if s % 100 == 0:
-        e = ev()
+        rel, f0 = relative_errors()
         print(
             s,
             "pre" if s < pre_steps else "motion",
-            f"moving epe {e[0]:.3f} (zero 0.656) dense rel {e[1]:.3f} f0 {e[2]:.3f} {time.time() - t0:.0f}s",
+            f"moving epe {decode_errors(mv, vs)[0]:.3f} (zero 0.656) "
+            f"dense rel {rel:.3f} f0 {f0:.3f} {time.time() - t0:.0f}s",
             flush=True,
         )
