@@ -195,6 +195,33 @@ def test_motion_vae_gain_and_reset_adaptors(tmp_path):
         mvae.reset_adaptors(0.0)
 
 
+def test_motion_vae_scale_norm_keeps_parameters(tmp_path):
+    """vae_norm="scale" swaps every per-pixel RMS norm for gamma * x (same weights, no normalisation)."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
+
+    from more4d.models.motion_vae import ChannelScale
+
+    rms = MotionVAE.from_vae(tiny_vae(), adaptor_channels=8, adaptor_groups=4).eval()
+    scale = MotionVAE.from_vae(tiny_vae(), adaptor_channels=8, adaptor_groups=4, vae_norm="scale").eval()
+    assert not any(isinstance(m, WanRMS_norm) for m in scale.modules())
+    assert sum(isinstance(m, ChannelScale) for m in scale.modules()) == sum(
+        isinstance(m, WanRMS_norm) for m in rms.modules())
+    assert rms.state_dict().keys() == scale.state_dict().keys()
+    x = 0.3 * torch.randn(1, 3, 5, 16, 16)
+    norm = next(m for m in scale.modules() if isinstance(m, ChannelScale))
+    with torch.no_grad():
+        torch.testing.assert_close(norm(x[:, :, 0]), x[:, :, 0] * norm.gamma)
+        z = scale.encode_motion(x)
+        assert not torch.allclose(z, rms.encode_motion(x))
+    scale.save_pretrained(tmp_path / "mv")
+    again = MotionVAE.from_pretrained(tmp_path / "mv").eval()
+    assert again.config.vae_norm == "scale"
+    with torch.no_grad():
+        assert torch.equal(again.encode_motion(x), z)
+    with pytest.raises(InputError, match="vae_norm"):
+        MotionVAE(base_dim=8, dim_mult=(1, 1, 1, 1), num_res_blocks=1, vae_norm="layer")
+
+
 def test_motion_vae_methods_trigger_the_offload_hook():
     """Pipelines call encode_*/decode_* (not forward): model CPU offload must still move the model in."""
     from accelerate.hooks import ModelHook, add_hook_to_module

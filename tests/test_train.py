@@ -103,7 +103,7 @@ def small_vae_weights(tmp_path_factory) -> Path:
 
 
 def test_train_vae_rgb_resumes_then_motion(tmp_path, small_vae_weights):
-    extra = [f"init_from={small_vae_weights}", "num_stat_clips=2"]
+    extra = [f"init_from={small_vae_weights}", "num_stat_clips=2", "data.pool_size=4"]
     train_and_resume("train_vae", "tiny_vae_rgb.yaml", tmp_path / "a", extra, ["vae"])
     summary = run_script("train_vae", "tiny_motion_vae.yaml", tmp_path / "b", 2, extra)
     assert summary["complete"] and math.isfinite(summary["final_metrics"]["val/epe_m"])
@@ -160,6 +160,40 @@ def test_run_nonfinite_is_counted_and_stops(tmp_path):
     assert [e["event"] for e in events if "event" in e] == ["nonfinite_loss", "nonfinite_loss"]
 
 
+def test_run_graphed_is_off_by_default_and_needs_cuda(tmp_path):
+    from more4d.errors import InputError
+
+    run, model, *_ = _toy_run(tmp_path)
+    assert run.graphed(model, torch.zeros(4, 3)) is model
+    run.cfg.cuda_graphs = True
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="cuda_graphs needs one CUDA process"):
+            run.graphed(model, torch.zeros(4, 3))
+
+
+def test_synth_pool_batches_are_seeded_and_resumable():
+    from _lib.config import DataConfig, TrainConfig
+    from _lib.data import batches
+
+    from more4d.data.synth import SynthConfig, generate_batch
+
+    cfg = TrainConfig(data=DataConfig(source="synth_pool", pool_size=6, num_frames=5, height=16, width=16,
+                                      batch_size=2))
+
+    class Acc:
+        process_index, num_processes, device = 0, 1, torch.device("cpu")
+
+    stream = batches(cfg, Acc(), 0)
+    first = [next(stream) for _ in range(4)]
+    resumed = next(batches(cfg, Acc(), 3))
+    assert torch.equal(resumed.points, first[3].points) and resumed.captions == first[3].captions
+    pool = generate_batch(range(6), SynthConfig(num_frames=5, height=16, width=16, novel_views=0))
+    epoch = [pool.captions.index(c) for b in first[:3] for c in b.captions]
+    assert sorted(epoch) == list(range(6))  # one epoch: every pool clip once
+    clip = first[0].select([1])
+    assert torch.equal(clip.frames[0], pool.frames[epoch[1]]) and clip.captions == [pool.captions[epoch[1]]]
+
+
 def test_run_checkpoint_limit_budget_and_export(tmp_path):
     run, model, opt, sched = _toy_run(tmp_path, checkpoints_total_limit=2, export_dir=str(tmp_path / "export"))
     stop = run.fit(lambda x: (model(x).pow(2).mean(), {}), _batches(), opt, sched, list(model.parameters()),
@@ -205,5 +239,9 @@ def test_config_validation(tmp_path):
         load("data.num_frames=6")
     with pytest.raises(InputError, match="data.path"):
         load("data.source=synth_dir", "data.path=/nonexistent")
+    with pytest.raises(InputError, match="cuda_graphs"):
+        load("cuda_graphs=true", "mixed_precision=bf16")
+    with pytest.raises(InputError, match="pool_size"):
+        load("data.source=synth_pool", "data.pool_size=1")
     with pytest.raises(InputError, match="does not exist"):
         config_from_args(train_depth.DepthConfig, parser.parse_args(["--config", str(tmp_path / "none.yaml")]))

@@ -14,7 +14,9 @@ end sets `latents_mean/std` from the data. Stage b (METHOD.md
 "Motion-sensitive VAE"): the VAE encoder is frozen; the encoder adaptor, the VAE decoder and the decoder adaptor
 are trained with an L1 loss on the normalised motion video, weighted by track visibility (hidden tracks weigh
 `hidden_weight`), with `depth_weighted` by frame-0 depth (so the loss follows the metric error) and by
-`moving_weight` on tracks that move; validation reports the reconstruction end-point error in metric units after
+`moving_weight` on tracks that move. A tiny motion VAE can also start `from_scratch` (its own architecture, encoder
+trained) with `dense_clips` dense random videos per step whose plain reconstruction is added to the loss: without
+them a fresh tiny VAE learns to decode zero motion (REPORT "Session 5"). Validation reports the reconstruction end-point error in metric units after
 the inverse normalisation (`val/epe_m`), beside the error in m.
 """
 
@@ -33,6 +35,7 @@ from _lib.run import Run, ema_weights, entry, load_init, trainable
 from more4d.data.synth import generate_batch
 from more4d.eval.metrics import psnr, track_epe
 from more4d.geometry import denormalize_motion, video_to_motion
+from more4d.models.strag import build_tiny_motion_vae
 
 
 @dataclass
@@ -50,6 +53,8 @@ class VAEConfig(TrainConfig):
     moving_weight: float = 1.0         # stage b: extra weight of tracks that move (static backdrop dominates otherwise)
     train_encoder_adaptor: bool = True  # the seed's code never trains it; the method does
     copy_encoder_from_vae: bool = True  # stage b: start the motion VAE's (frozen) encoder from `vae/`
+    from_scratch: bool = False         # stage b, tiny: a fresh motion VAE of the preset's architecture (not init_from's)
+    dense_clips: int = 0               # stage b: dense random videos per step; their VAE reconstruction L1 joins the loss
     num_stat_clips: int = 64           # clips used to set latents_mean/std at the end
 
     def validate(self) -> None:
@@ -60,6 +65,13 @@ class VAEConfig(TrainConfig):
         check(self.change_weight >= 0, "change_weight", ">= 0", self.change_weight)
         check(0 <= self.motion_fraction <= 1, "motion_fraction", "in [0, 1]", self.motion_fraction)
         check(self.motion_gain is None or self.motion_gain > 0, "motion_gain", "> 0", self.motion_gain)
+        check(self.dense_clips >= 0, "dense_clips", ">= 0", self.dense_clips)
+        if self.from_scratch:
+            check(self.preset == "tiny", "preset", "'tiny' with from_scratch (full scale starts from Wan's VAE)",
+                  self.preset)
+            check(self.train_encoder and not (self.copy_encoder_from_vae or self.copy_decoder_from_vae),
+                  "train_encoder/copy_encoder_from_vae/copy_decoder_from_vae", "true/false/false with from_scratch",
+                  (self.train_encoder, self.copy_encoder_from_vae, self.copy_decoder_from_vae))
 
 
 def to_video(frames: torch.Tensor) -> torch.Tensor:
@@ -74,7 +86,10 @@ def build_models(cfg: VAEConfig) -> tuple[torch.nn.Module, list[torch.nn.Paramet
         return vae, trainable(vae)
     copied = [*(("encoder", "quant_conv") if cfg.copy_encoder_from_vae else ()),
               *(("decoder", "post_quant_conv") if cfg.copy_decoder_from_vae else ())]
-    comps = load_init(cfg, "motion_vae", *(("vae",) if copied else ()))
+    if cfg.from_scratch:
+        comps = {"motion_vae": build_tiny_motion_vae(cfg.seed)}
+    else:
+        comps = load_init(cfg, "motion_vae", *(("vae",) if copied else ()))
     mvae = comps["motion_vae"].train()
     for part in copied:
         getattr(mvae.vae, part).load_state_dict(getattr(comps["vae"], part).state_dict())
@@ -151,9 +166,36 @@ def moving_tracks(m: torch.Tensor) -> torch.Tensor:
     return m.abs().amax(dim=(1, 2)) > 1e-4
 
 
-def motion_step(mvae: torch.nn.Module, batch, cfg: VAEConfig) -> tuple[torch.Tensor, dict[str, float]]:
+class RoundTrip(torch.nn.Module):
+    """Stage b's forward pass as one module (what `cuda_graphs` captures): motion videos `m` through the whole
+    MotionVAE, and dense videos (if any) through its Wan VAE alone."""
+
+    def __init__(self, mvae: torch.nn.Module) -> None:
+        super().__init__()
+        self.mvae = mvae
+
+    def forward(self, m: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        recon = self.mvae.decode_motion(self.mvae.encode_motion(m)).float()
+        if dense is None:
+            return recon
+        return recon, self.mvae.decode_video(self.mvae.encode_video(dense)).float()
+
+
+def dense_videos(n: int, shape: tuple[int, int, int], seed: int, device: torch.device) -> torch.Tensor:
+    """`n` dense random videos `(n, 3, T, H, W)` in [-0.8, 0.8]: an independent field per frame and channel on an
+    (H/8, W/8) grid (one value per latent pixel), upsampled trilinearly. Unlike motion videos they have content
+    everywhere and in every frame, which keeps a fresh encoder's temporal path from collapsing."""
+    T, H, W = shape
+    low = torch.rand(n, 3, T, H // 8, W // 8, generator=torch.Generator().manual_seed(seed)) * 1.6 - 0.8
+    return torch.nn.functional.interpolate(low.to(device), size=shape, mode="trilinear", align_corners=True)
+
+
+def motion_step(forward: torch.nn.Module, batch, cfg: VAEConfig,
+                dense: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted L1 on the motion video (+ plain L1 on `dense` videos); `forward` is a `RoundTrip`."""
     m, vis, valid, _ = motion_targets(batch)
-    recon = mvae.decode_motion(mvae.encode_motion(m)).float()
+    out = forward(m) if dense is None else forward(m, dense)
+    recon = out if dense is None else out[0]
     B, _, T, H, W = m.shape
     weight = (vis.float() + cfg.hidden_weight * (~vis).float()) * valid.view(B, 1, H, W).float()
     if cfg.depth_weighted:  # an error dm in m is an error of about |dm| * z0 in metres
@@ -164,7 +206,12 @@ def motion_step(mvae: torch.nn.Module, batch, cfg: VAEConfig) -> tuple[torch.Ten
     err = (recon - m).abs().mean(dim=1)  # (B, T, H, W)
     loss = (err * weight).sum() / weight.sum().clamp_min(1.0)
     visible = vis & valid.view(B, 1, H, W)
-    return loss, {"train/l1_visible": float((err.detach() * visible).sum() / visible.sum().clamp_min(1))}
+    logs = {"train/l1_visible": float((err.detach() * visible).sum() / visible.sum().clamp_min(1))}
+    if dense is not None:
+        dense_l1 = (out[1] - dense).abs().mean()
+        loss = loss + dense_l1
+        logs["train/dense_l1"] = float(dense_l1.detach())
+    return loss, logs
 
 
 @torch.no_grad()
@@ -193,11 +240,19 @@ def main(argv: list[str] | None = None) -> int:
     run.track({name: model})
     run.resume(args.resume)
     val = validation_batch(cfg, run.device)
+    d = cfg.data
+    if cfg.stage == "motion":
+        shape = (d.num_frames, d.height, d.width)
+        samples = [torch.zeros(n, 3, *shape, device=run.device) for n in (d.batch_size, cfg.dense_clips) if n]
+        forward = run.graphed(RoundTrip(model), *samples)
 
     def train_step(batch) -> tuple[torch.Tensor, dict[str, float]]:
         if cfg.stage == "rgb":
             return rgb_step(model, batch, cfg)
-        return motion_step(model, batch, cfg)
+        dense = None
+        if cfg.dense_clips:
+            dense = dense_videos(cfg.dense_clips, shape, cfg.seed * 1_000_003 + run.step, run.device)
+        return motion_step(forward, batch, cfg, dense)
 
     def log_validation(step: int) -> dict[str, float]:
         m_ = run.models[name]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -115,6 +115,28 @@ class SynthBatch:
 
     def __len__(self) -> int:
         return self.frames.shape[0]
+
+    def select(self, index: Sequence[int]) -> SynthBatch:
+        """The clips at `index` (in that order), on the same device."""
+        idx = torch.as_tensor(list(index), dtype=torch.long, device=self.frames.device)
+
+        def pick(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return value[idx]
+            return [value[i] for i in index] if isinstance(value, list) else value
+
+        return SynthBatch(**{f.name: pick(getattr(self, f.name)) for f in fields(self)})
+
+    @classmethod
+    def cat(cls, batches: Sequence[SynthBatch]) -> SynthBatch:
+        """One batch of every clip of `batches` (same sizes, device and fps), in order."""
+        def join(name: str) -> Any:
+            values = [getattr(b, name) for b in batches]
+            if isinstance(values[0], torch.Tensor):
+                return torch.cat(values)
+            return [x for v in values for x in v] if isinstance(values[0], list) else values[0]
+
+        return cls(**{f.name: join(f.name) for f in fields(cls)})
 
     def clips(self) -> list[TrajClip]:
         """Split into CPU `TrajClip`s."""

@@ -10,10 +10,13 @@ Module names follow the authors' `VAEEncoderadaptor` / `VAEDecoderadaptor` (seed
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
 from diffusers import AutoencoderKLWan
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
@@ -63,6 +66,30 @@ def wan_decode(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
 def _check_gain(gain: float) -> None:
     if gain <= 0:
         raise InputError(f"motion_gain must be > 0, got {gain}")
+
+
+class ChannelScale(nn.Module):
+    """Wan's `WanRMS_norm` without the per-pixel normalisation: `gamma * x + bias`, with the same parameters.
+
+    A fresh tiny Wan VAE whose every activation is renormalised per pixel learns to drop motion (it decodes zero
+    motion even when trained on nothing else); with per-channel scales instead it learns to carry it
+    (train/runs/tiny/REPORT.md "Session 5").
+    """
+
+    def __init__(self, norm: WanRMS_norm) -> None:
+        super().__init__()
+        self.gamma, self.bias = norm.gamma, norm.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma + self.bias
+
+
+def drop_rms_norms(module: nn.Module) -> None:
+    """Replace every `WanRMS_norm` inside `module` by a `ChannelScale` holding its parameters."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, WanRMS_norm):
+                setattr(parent, name, ChannelScale(child))
 
 
 class ResBlock2d(nn.Module):
@@ -148,7 +175,8 @@ class MotionVAE(ModelMixin, ConfigMixin):
     Args mirror `AutoencoderKLWan` (`base_dim`, `z_dim`, `dim_mult`, `num_res_blocks`, `temperal_downsample`,
     `latents_mean`, `latents_std`) plus the adaptors' width `adaptor_channels`, GroupNorm `adaptor_groups`,
     residual blocks per adaptor, `decoder_inverse_skip` (False for the authors' released adaptors) and the
-    adaptors' `motion_gain` (1 as in the method; the tiny preset uses a larger one).
+    adaptors' `motion_gain` (1 as in the method; the tiny preset uses a larger one). `vae_norm="scale"` swaps the
+    Wan VAE's per-pixel RMS norms for per-channel scales (`ChannelScale`; the tiny preset); `"rms"` keeps Wan's.
     Build one around an existing RGB VAE with `MotionVAE.from_vae(vae)` (copies its weights).
     """
 
@@ -170,6 +198,7 @@ class MotionVAE(ModelMixin, ConfigMixin):
         decoder_adaptor_blocks: int = 2,
         decoder_inverse_skip: bool = True,
         motion_gain: float = 1.0,
+        vae_norm: Literal["rms", "scale"] = "rms",
     ) -> None:
         super().__init__()
         stats = {}
@@ -181,6 +210,10 @@ class MotionVAE(ModelMixin, ConfigMixin):
             base_dim=base_dim, z_dim=z_dim, dim_mult=list(dim_mult), num_res_blocks=num_res_blocks,
             temperal_downsample=list(temperal_downsample), **stats,
         )
+        if vae_norm not in ("rms", "scale"):
+            raise InputError(f"vae_norm must be 'rms' or 'scale', got {vae_norm!r}")
+        if vae_norm == "scale":
+            drop_rms_norms(self.vae)
         _check_gain(motion_gain)
         self.encoder_adaptor = MotionEncoderAdaptor(adaptor_channels, adaptor_groups, encoder_adaptor_blocks,
                                                     motion_gain)
@@ -197,13 +230,14 @@ class MotionVAE(ModelMixin, ConfigMixin):
             adaptor.zero_residual()
 
     @classmethod
-    def from_vae(cls, vae: AutoencoderKLWan, **adaptor_kwargs) -> MotionVAE:
-        """A MotionVAE whose Wan VAE is a copy of `vae` (config and weights); fresh adaptors."""
+    def from_vae(cls, vae: AutoencoderKLWan, **kwargs) -> MotionVAE:
+        """A MotionVAE whose Wan VAE is a copy of `vae` (config and weights); fresh adaptors; `kwargs`: the
+        MotionVAE's own options (adaptors, `vae_norm`)."""
         c = vae.config
         model = cls(
             base_dim=c.base_dim, z_dim=c.z_dim, dim_mult=tuple(c.dim_mult), num_res_blocks=c.num_res_blocks,
             temperal_downsample=tuple(c.temperal_downsample), latents_mean=tuple(c.latents_mean),
-            latents_std=tuple(c.latents_std), **adaptor_kwargs,
+            latents_std=tuple(c.latents_std), **kwargs,
         )
         model.vae.load_state_dict(vae.state_dict())
         return model.to(device=vae.device) if vae.dtype == model.dtype else model.to(vae.device, vae.dtype)

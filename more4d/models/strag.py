@@ -33,9 +33,11 @@ TINY_VAE_CONFIG: dict[str, Any] = dict(
     temperal_downsample=[False, True, True], latents_mean=[0.0] * LATENT_CHANNELS,
     latents_std=[1.0] * LATENT_CHANNELS,
 )
-# The motion adaptors run per frame at full resolution, so the tiny ones are narrow: 16 channels, one decoder block
-# (the seed's 128 channels x 2 blocks would cost more than the whole tiny VAE decoder on a CPU).
-TINY_ADAPTOR_CONFIG: dict[str, Any] = dict(adaptor_channels=16, adaptor_groups=4, decoder_adaptor_blocks=1)
+# The tiny MotionVAE's own options. Its adaptors run per frame at full resolution, so they are narrow: 16 channels,
+# one decoder block (the seed's 128 channels x 2 blocks would cost more than the whole tiny VAE decoder on a CPU).
+# Its Wan VAE has per-channel scales instead of per-pixel RMS norms: with them a fresh tiny VAE decodes no motion.
+TINY_MOTION_VAE_CONFIG: dict[str, Any] = dict(adaptor_channels=16, adaptor_groups=4, decoder_adaptor_blocks=1,
+                                              vae_norm="scale")
 TINY_TEXT_MAX_LENGTH = 32
 # umT5-XXL encoder (Wan2.1 text encoder)
 UMT5_XXL_CONFIG: dict[str, Any] = dict(
@@ -52,12 +54,18 @@ def build_tiny_strag_components(seed: int = 0) -> dict[str, Any]:
     tokenizer = build_word_tokenizer(TINY_VOCAB, max_length=TINY_TEXT_MAX_LENGTH)
     return dict(
         vae=vae,
-        motion_vae=MotionVAE.from_vae(vae, **TINY_ADAPTOR_CONFIG),
+        motion_vae=MotionVAE.from_vae(vae, **TINY_MOTION_VAE_CONFIG),
         tokenizer=tokenizer,
         text_encoder=tiny_text_encoder_for(tokenizer, text_dim=TINY_STRAG_CONFIG["text_dim"]),
         transformer=STraGTransformer(**TINY_STRAG_CONFIG),
         motion_encoder=TinyMotionEncoder(feature_dim=TINY_STRAG_CONFIG["motion_feature_dim"]),
     )
+
+
+def build_tiny_motion_vae(seed: int = 0) -> MotionVAE:
+    """The embedded default's MotionVAE with seeded random weights of its own (fp32, CPU)."""
+    torch.manual_seed(seed)
+    return MotionVAE(**TINY_VAE_CONFIG, **TINY_MOTION_VAE_CONFIG)
 
 
 def build_full_strag_components(device: str | torch.device = "meta") -> dict[str, Any]:

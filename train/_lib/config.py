@@ -21,7 +21,7 @@ import yaml
 from more4d.errors import InputError
 from more4d.eval.evaluate import HELD_OUT_SEED_START
 
-DataSource = Literal["synth_on_the_fly", "synth_dir", "more4d_dir", "seed_dir"]
+DataSource = Literal["synth_on_the_fly", "synth_pool", "synth_dir", "more4d_dir", "seed_dir"]
 
 # Held-out evaluation seeds start here (more4d.eval); validation seeds sit just below; training seeds are
 # `data.train_seed_start + sample index`, far below both.
@@ -30,7 +30,8 @@ VALIDATION_SEED_START = HELD_OUT_SEED_START - 1_000
 
 @dataclass
 class DataConfig:
-    """Where clips come from and at which size. `synth_on_the_fly` generates TrajScene-Synth on the training device."""
+    """Where clips come from and at which size. `synth_on_the_fly` generates TrajScene-Synth on the training device
+    at every step; `synth_pool` generates `pool_size` clips there once and draws batches from them."""
 
     source: DataSource = "synth_on_the_fly"
     path: str | None = None            # folder of clips for *_dir sources
@@ -39,7 +40,8 @@ class DataConfig:
     width: int = 256
     batch_size: int = 8                # per device, per micro-step
     num_workers: int = 2               # DataLoader workers for *_dir sources
-    train_seed_start: int = 0          # synth seeds: train_seed_start + global sample index
+    train_seed_start: int = 0          # synth seeds: train_seed_start + global sample index (pool: + pool index)
+    pool_size: int = 1024              # synth_pool: clips generated once (device memory: ~2 MB each at 17x64x64)
     num_novel_views: int = 1           # synth novel cameras per clip (ViSM)
     caption_suffix: str = ""           # appended to every caption (e.g. a trigger word)
 
@@ -75,6 +77,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
     gradient_checkpointing: bool = False
+    cuda_graphs: bool = False          # capture the step's forward/backward as CUDA graphs (one GPU, no autocast)
     allow_tf32: bool = True
     use_ema: bool = True
     ema_decay: float = 0.999
@@ -97,7 +100,10 @@ class TrainConfig:
             check(getattr(d, name) % 16 == 0 and getattr(d, name) > 0, f"data.{name}", "a positive multiple of 16",
                    getattr(d, name))
         check(d.batch_size > 0, "data.batch_size", "> 0", d.batch_size)
-        if d.source != "synth_on_the_fly":
+        check(d.pool_size >= d.batch_size, "data.pool_size", f">= data.batch_size ({d.batch_size})", d.pool_size)
+        check(not self.cuda_graphs or self.mixed_precision == "no", "mixed_precision",
+              "'no' with cuda_graphs (captured graphs cannot use autocast)", self.mixed_precision)
+        if d.source not in ("synth_on_the_fly", "synth_pool"):
             check(d.path is not None and Path(d.path).is_dir(), "data.path", f"an existing folder for {d.source}",
                    d.path)
 

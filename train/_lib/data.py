@@ -4,6 +4,8 @@ Sources (`data.source`):
 - `synth_on_the_fly`: TrajScene-Synth rendered on the training device each micro-step; sample i of the run is
   seed `train_seed_start + i` (far below the held-out evaluation seeds), so the order is fixed by the config
   and a resumed run continues exactly where it stopped.
+- `synth_pool`: `data.pool_size` clips (seeds `train_seed_start + i`) rendered on the training device once, then
+  batches drawn from them by a seeded permutation per epoch: for models whose step costs less than rendering a clip;
 - `synth_dir` / `more4d_dir`: a folder of clips in the more4d layout (`more4d synth --out DIR`, `more4d build-data`);
 - `seed_dir`: the authors' TrajScene layout (track pickles beside mp4s, read with the restricted unpickler).
 Folder sources use a DataLoader whose sampler draws a seeded permutation per epoch, also resumable by step.
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
 
 from _lib.config import VALIDATION_SEED_START, DataConfig, TrainConfig
 from more4d.data.synth import SynthBatch, SynthConfig, generate_batch
@@ -42,6 +45,10 @@ def batches(cfg: TrainConfig, accelerator: Any, start_step: int, *, novel_views:
     rank, world = accelerator.process_index, accelerator.num_processes
     if data.source == "synth_on_the_fly":
         return _synth_stream(data, micro, rank, world, accelerator.device, novel_views)
+    if data.source == "synth_pool":
+        pool = synth_pool(data, accelerator.device, novel_views)
+        sampler = StepBatchSampler(len(pool), data.batch_size, micro, rank, world, cfg.seed)
+        return (pool.select(index) for index in sampler)
     dataset = ClipFolder(data.path, data.source, data.caption_suffix)
     sampler = StepBatchSampler(len(dataset), data.batch_size, micro, rank, world, cfg.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=stack_clips, num_workers=data.num_workers,
@@ -62,6 +69,21 @@ def _synth_stream(data: DataConfig, micro: int, rank: int, world: int, device: t
             batch.captions = [c + data.caption_suffix for c in batch.captions]
         yield batch
         micro += 1
+
+
+def synth_pool(data: DataConfig, device: torch.device, novel_views: int = 0) -> SynthBatch:
+    """Clips `train_seed_start + [0, pool_size)` rendered on `device`, `batch_size` at a time (a progress bar)."""
+    seeds = range(data.train_seed_start, data.train_seed_start + data.pool_size)
+    if seeds[-1] >= VALIDATION_SEED_START:
+        raise InputError(f"the pool's seeds reach the validation/held-out range (>= {VALIDATION_SEED_START}); "
+                         "lower data.train_seed_start or data.pool_size")
+    config = synth_config(data, novel_views)
+    chunks = [generate_batch(seeds[i:i + data.batch_size], config, device)
+              for i in tqdm(range(0, len(seeds), data.batch_size), desc="synth pool", dynamic_ncols=True)]
+    pool = SynthBatch.cat(chunks)
+    if data.caption_suffix:
+        pool.captions = [c + data.caption_suffix for c in pool.captions]
+    return pool
 
 
 class StepBatchSampler(Sampler[list[int]]):

@@ -198,6 +198,20 @@ class Run:
             plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = self.cfg.data.batch_size
         return self.accelerator.prepare(*objs)
 
+    def graphed(self, module: torch.nn.Module, *sample_args: torch.Tensor) -> Callable[..., Any]:
+        """`module` with its forward and backward captured as CUDA graphs when `cuda_graphs` is set, else itself.
+
+        For models of many small kernels (the tiny Wan VAE launches ~11k a step, so its step is bound by the host,
+        not the GPU): every call replays the graphs, so inputs must keep `sample_args`' shapes and dtypes. The
+        parameters stay the module's own, so the optimiser, EMA, checkpoints and eager validation are unchanged.
+        """
+        if not self.cfg.cuda_graphs:
+            return module
+        if self.device.type != "cuda" or self.accelerator.num_processes > 1:
+            raise InputError(f"cuda_graphs needs one CUDA process; this run has {self.accelerator.num_processes} "
+                             f"on {self.device.type}: set cuda_graphs: false")
+        return torch.cuda.make_graphed_callables(module, sample_args)
+
     def track(self, models: dict[str, torch.nn.Module], no_export: tuple[str, ...] = ()) -> None:
         """Checkpoint/export these (prepared) models under their names (paths like `strag/transformer`).
 

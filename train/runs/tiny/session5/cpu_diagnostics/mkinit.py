@@ -3,7 +3,7 @@
 import torch
 
 from more4d.models.motion_vae import MotionVAE
-from more4d.models.strag import TINY_ADAPTOR_CONFIG, TINY_VAE_CONFIG
+from more4d.models.strag import TINY_MOTION_VAE_CONFIG, TINY_VAE_CONFIG
 
 for name, base, mult in [
     ("C", 8, [1, 2, 2, 2]),
@@ -12,6 +12,6 @@ for name, base, mult in [
     ("W3", 8, [1, 2, 4, 4]),
 ]:
     torch.manual_seed(0)
-    mv = MotionVAE(**{**TINY_VAE_CONFIG, "base_dim": base, "dim_mult": mult}, **TINY_ADAPTOR_CONFIG)
+    mv = MotionVAE(**{**TINY_VAE_CONFIG, "base_dim": base, "dim_mult": mult}, **{**TINY_MOTION_VAE_CONFIG, "vae_norm": "rms"})
     mv.half().save_pretrained(f"train/outputs/mvw/{name}/motion_vae")
     print(name, f"{sum(p.numel() for p in mv.parameters()) / 1e6:.2f}M parameters")
