@@ -10,6 +10,7 @@ Module names follow the authors' `VAEEncoderadaptor` / `VAEDecoderadaptor` (seed
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -37,10 +38,18 @@ def check_video(x: torch.Tensor, name: str, channels: int = 3) -> None:
 
 
 def _latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    shape = (1, vae.config.z_dim, 1, 1, 1)
-    mean = torch.tensor(vae.config.latents_mean, device=like.device, dtype=like.dtype).view(shape)
-    std = torch.tensor(vae.config.latents_std, device=like.device, dtype=like.dtype).view(shape)
-    return mean, std
+    c = vae.config
+    return _stats_tensors(tuple(c.latents_mean), tuple(c.latents_std), like.device, like.dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _stats_tensors(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latent statistics as `(1, z, 1, 1, 1)` tensors, made once per device and dtype: no host-to-device copy
+    per call, which a CUDA graph capture of the encoder/decoder forbids."""
+    shape = (1, len(mean), 1, 1, 1)
+    return (torch.tensor(mean, device=device, dtype=dtype).view(shape),
+            torch.tensor(std, device=device, dtype=dtype).view(shape))
 
 
 def wan_encode(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
