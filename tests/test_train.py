@@ -112,8 +112,9 @@ def test_train_vae_rgb_resumes_then_motion(tmp_path, small_vae_weights):
 
 
 def test_train_strag(tmp_path, tiny_weights):
-    train_and_resume("train_strag", "tiny_strag.yaml", tmp_path, [f"init_from={tiny_weights}", "val_inference_steps=2"],
-                     ["strag/transformer", "strag/motion_encoder"])
+    extra = [f"init_from={tiny_weights}", "val_inference_steps=2", "data.source=synth_pool", "data.pool_size=3",
+             "cache_latents=true"]  # a pool of 3, batches of 2: the second step reuses cached latents
+    train_and_resume("train_strag", "tiny_strag.yaml", tmp_path, extra, ["strag/transformer", "strag/motion_encoder"])
 
 
 def test_train_vism(tmp_path, tiny_weights):

@@ -29,6 +29,7 @@ from _lib.flow import flow_matching_loss
 from _lib.records import save_image_grid
 from _lib.run import Run, entry, load_init, trainable
 
+from more4d.errors import InputError
 from more4d.eval.metrics import track_epe
 from more4d.models.text_encoder import encode_prompt
 from more4d.pipelines.strag import STraGPipeline, encode_conditions
@@ -43,6 +44,8 @@ class STraGConfig(TrainConfig):
     train_motion_encoder: bool = True   # tiny: the extractor trains; paper scale: OmniMAE stays frozen
     val_inference_steps: int = 10
     val_guidance_scale: float = 4.0
+    cache_latents: bool = False         # keep each clip's motion/condition latents by seed (the VAE is frozen): with
+                                        # data.source synth_pool the clips recur every epoch and are encoded once
 
     def validate(self) -> None:
         super().validate()
@@ -87,13 +90,30 @@ def main(argv: list[str] | None = None) -> int:
     val = validation_batch(cfg, run.device)
 
     # 2. one step of flow matching
+    cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def encode(batch, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Motion latents (the targets) and condition latents of a batch."""
+        m, _, _, _ = motion_targets(batch)
+        latents = motion_vae.encode_motion(m.to(weight_dtype)).float()
+        return latents, encode_conditions(motion_vae, images, batch.depth[:, 0].float(), batch.frames.shape[1])
+
+    def cached_encode(batch, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seeds = [meta.get("seed") for meta in batch.metas]
+        if None in seeds:
+            raise InputError("cache_latents needs clips with a `seed` in their metadata (TrajScene-Synth)")
+        new = [i for i, s in enumerate(seeds) if s not in cache]
+        if new:
+            for i, latent, cond in zip(new, *encode(batch.select(new), images[new])):
+                cache[seeds[i]] = (latent, cond)
+        return tuple(torch.stack([cache[s][k] for s in seeds]) for k in range(2))
+
     def train_step(batch) -> tuple[torch.Tensor, dict[str, float]]:
-        B, T = batch.frames.shape[:2]
+        B = batch.frames.shape[0]
         images = batch.frames[:, 0].float() / 255.0
+        latents, cond = (cached_encode if cfg.cache_latents else encode)(batch, images)
         with torch.no_grad():
-            m, _, _, _ = motion_targets(batch)
-            latents = motion_vae.encode_motion(m.to(weight_dtype)).float()
-            cond = encode_conditions(motion_vae, images, batch.depth[:, 0].float(), T)
             drop_text = torch.rand(B, generator=gen) < cfg.text_dropout
             prompts = ["" if d else c for d, c in zip(drop_text.tolist(), batch.captions)]
             embeds = encode_prompt(tokenizer, text_encoder, prompts, device=run.device)
