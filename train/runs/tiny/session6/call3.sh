@@ -13,7 +13,7 @@ python train/train_strag.py --config train/configs/tiny_strag.yaml --output-dir 
 echo "rc=$?"; grep -ho "step [0-9]* validation.*" $S/strag.log | tail -3; tail -2 $S/strag.log
 if [ -n "${OUT:-}" ]; then
   tar czf "$OUT/call3_records.tgz" $S/strag.log $S/strag/{metrics.jsonl,summary.json,config.yaml,curves.png,samples} \
-    $S/export/*/config.json
+    $S/export/strag/*/config.json
   cp $S/export/strag/transformer/diffusion_pytorch_model.safetensors "$OUT/transformer.safetensors"
   cp $S/export/strag/motion_encoder/diffusion_pytorch_model.safetensors "$OUT/motion_encoder.safetensors"
 fi
