@@ -36,7 +36,10 @@ def test_strag_protocols_end_to_end_and_motion(report):
     clip = generate_batch([HELD_OUT_SEED_START], SynthConfig(num_frames=T, height=H, width=W, novel_views=1)).clips()[0]
     gt, vis = clip.points.float(), clip.visibility.bool()
     assert row["motion_epe_zero"] == pytest.approx(float((gt - gt[:1]).norm(dim=-1)[vis].mean()), rel=1e-5)
+    guidance = get_preset("tiny").strag_defaults["guidance_scale"]
+    assert report["strag_sampler"] == {"num_inference_steps": 1, "guidance_scale": guidance}
     text = format_report(report)
+    assert f"sampler: 1 steps, guidance {guidance:g}" in text
     assert "end-to-end EPE" in text and "GT-motion floor" in text and "motion (displacement) EPE" in text
 
 

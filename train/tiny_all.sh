@@ -4,8 +4,8 @@
 #   init    fill $WEIGHTS if it holds none: a copy of the shipped weights, else random ones (every stage starts
 #           from $WEIGHTS and exports into it)
 #   stage1  depth || RGB VAE                (in parallel on the GPU)        $STAGE1_MIN minutes
-#   vae     RGB VAE alone (then stage2 and strag: the motion VAE copies it)  $STAGE1_MIN minutes
-#   stage2  motion VAE (needs vae/)                                          $STAGE2_MIN minutes
+#   vae     RGB VAE alone (ViSM's VAE)                                      $STAGE1_MIN minutes
+#   stage2  motion VAE, from scratch (CUDA-graphed step on a GPU)            $STAGE2_MIN minutes
 #   stage3  4D-STraG || 4D-ViSM (need motion_vae/, vae/)                      $STAGE3_MIN minutes
 #   strag   4D-STraG alone (after a motion VAE change: its latents are STraG's targets)  $STAGE3_MIN minutes
 #   check   size of $WEIGHTS (<= 32 MB) and a load test of the tiny preset
@@ -31,12 +31,12 @@ STAGE2_MIN=${STAGE2_MIN:-5}
 STAGE3_MIN=${STAGE3_MIN:-9}
 MAX_MB=32
 
-train() {  # train NAME SCRIPT CONFIG MINUTES
+train() {  # train NAME SCRIPT CONFIG MINUTES [KEY=VALUE ...] (extra config overrides)
   local name=$1 script=$2 config=$3 minutes=$4
   mkdir -p "$RUNS/$name"
   echo "== $name: $script --config $config (budget $minutes min)"
   $PY "train/$script" --config "train/configs/$config" --output-dir "$RUNS/$name" --export-dir "$WEIGHTS" \
-    --set init_from="$WEIGHTS" --max-minutes "$minutes" > "$RUNS/$name/stdout.log" 2>&1 || { echo "!! $name failed:"; tail -30 "$RUNS/$name/stdout.log"; return 1; }
+    --set init_from="$WEIGHTS" "${@:5}" --max-minutes "$minutes" > "$RUNS/$name/stdout.log" 2>&1 || { echo "!! $name failed:"; tail -30 "$RUNS/$name/stdout.log"; return 1; }
   tail -1 "$RUNS/$name/stdout.log"
   record "$name"
 }
@@ -87,7 +87,11 @@ step_check() {
 
 stage1() { parallel depth train_depth.py tiny_depth.yaml "$STAGE1_MIN" vae train_vae.py tiny_vae_rgb.yaml "$STAGE1_MIN"; }
 vae() { train vae train_vae.py tiny_vae_rgb.yaml "$STAGE1_MIN"; }
-stage2() { train motion_vae train_vae.py tiny_motion_vae.yaml "$STAGE2_MIN"; }
+stage2() {
+  local gpu
+  gpu=$($PY -c "import torch; print(str(torch.cuda.is_available()).lower())")
+  train motion_vae train_vae.py tiny_motion_vae.yaml "$STAGE2_MIN" cuda_graphs="$gpu"
+}
 stage3() { parallel strag train_strag.py tiny_strag.yaml "$STAGE3_MIN" vism train_vism.py tiny_vism.yaml "$STAGE3_MIN"; }
 strag() { train strag train_strag.py tiny_strag.yaml "$STAGE3_MIN"; }
 

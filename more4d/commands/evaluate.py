@@ -18,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     parser.add_argument("--weights", default=None, help="local weights folder (default: the preset's own)")
     parser.add_argument("--num-clips", type=int, default=32, help="held-out clips to evaluate (default: 32)")
     parser.add_argument("--steps", type=int, default=None, help="STraG denoising steps (default: the preset's)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="STraG classifier-free guidance scale (default: the preset's; 1 = no guidance)")
     parser.add_argument("--vism-steps", type=int, default=10, help="ViSM denoising steps (default: 10)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     parser.add_argument("--out", default=None, help="write the full report (per-clip rows too) as JSON")
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_output_path(args.out)
     report = evaluate(args.model, args.weights, num_clips=args.num_clips, device=args.device,
-                      num_inference_steps=args.steps, vism_steps=args.vism_steps, progress=not args.quiet)
+                      num_inference_steps=args.steps, guidance_scale=args.guidance, vism_steps=args.vism_steps, progress=not args.quiet)
     print(format_report(report))
     if args.out:
         print(f"report: {write_report(report, args.out)}")

@@ -134,7 +134,8 @@ def _summary(values: list[float]) -> float:
 @torch.no_grad()
 def evaluate(model: str = "tiny", weights_dir: str | os.PathLike | None = None, num_clips: int = 32,
              device: str | torch.device | None = None, num_inference_steps: int | None = None,
-             vism_steps: int = 10, seed_start: int = HELD_OUT_SEED_START, progress: bool = True,
+             guidance_scale: float | None = None, vism_steps: int = 10, seed_start: int = HELD_OUT_SEED_START,
+             progress: bool = True,
              mean_motion_path: str | os.PathLike = MEAN_MOTION_FILE) -> dict[str, Any]:
     """Run every measurement on `num_clips` held-out clips; returns the report dict (see module docstring)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
@@ -163,18 +164,21 @@ def evaluate(model: str = "tiny", weights_dir: str | os.PathLike | None = None, 
     rows: list[dict[str, Any]] = []
     for i in range(num_clips):
         batch = generate_batch([seed_start + i], config, "cpu")
-        rows.append(_evaluate_clip(batch, strag, vism, mean_field, num_inference_steps, vism_steps))
+        rows.append(_evaluate_clip(batch, strag, vism, mean_field, num_inference_steps, guidance_scale,
+                                   vism_steps))
         if progress:
             r = rows[-1]
             print(f"[{i + 1}/{num_clips}] epe {r['epe']:.3f} (zero {r['epe_zero']:.3f}, mean {r['epe_mean']:.3f}) "
                   f"motion epe {r['motion_epe']:.3f} (zero {r['motion_epe_zero']:.3f}, mean "
                   f"{r['motion_epe_mean']:.3f}) depth absrel {r['abs_rel']:.3f} vism hole psnr {r['hole_psnr']:.2f}",
                   flush=True)
-    return _report(rows, model, num_clips, seed_start, str(dev), time.monotonic() - t0)
+    sampler = {"num_inference_steps": num_inference_steps or strag.defaults["num_inference_steps"],
+               "guidance_scale": strag.defaults["guidance_scale"] if guidance_scale is None else guidance_scale}
+    return _report(rows, model, num_clips, seed_start, str(dev), time.monotonic() - t0, sampler)
 
 
 def _evaluate_clip(batch: SynthBatch, strag: Any, vism: Any, mean_field: torch.Tensor, steps: int | None,
-                   vism_steps: int) -> dict[str, Any]:
+                   guidance: float | None, vism_steps: int) -> dict[str, Any]:
     from more4d.pipelines.vism_conditioning import clip_view
     from more4d.scene import Scene4D
 
@@ -194,7 +198,7 @@ def _evaluate_clip(batch: SynthBatch, strag: Any, vism: Any, mean_field: torch.T
     # displacements only (motion_*)
     alphas = motion_alphas(clip.K.float(), (H, W))
     m, ok = normalize_motion(gt, alphas)
-    scene = strag(image, clip.caption, num_frames=T, num_inference_steps=steps, seed=0)
+    scene = strag(image, clip.caption, num_frames=T, num_inference_steps=steps, guidance_scale=guidance, seed=0)
     p0 = scene.points[0]
     for suffix, tracks in (("", scene.points), ("_zero", p0.expand_as(gt)),
                            ("_mean", apply_mean_motion(mean_field, p0, scene.K, (H, W), T))):
@@ -208,7 +212,7 @@ def _evaluate_clip(batch: SynthBatch, strag: Any, vism: Any, mean_field: torch.T
         moving = (gt[-1] - gt[0]).norm(dim=-1) > 0.05 * gt[0, :, 2].clamp_min(1e-3)
         d_gt = mean_image_motion(gt, clip.K.float(), moving)[axis]
         d_orig = mean_image_motion(scene.points, scene.K, moving)[axis]
-        alt = strag(image, swapped, num_frames=T, num_inference_steps=steps, seed=0)
+        alt = strag(image, swapped, num_frames=T, num_inference_steps=steps, guidance_scale=guidance, seed=0)
         d_swap = mean_image_motion(alt.points, alt.K, moving)[axis]
         row["swap"] = {"caption": swapped, "gt": float(d_gt), "orig": float(d_orig), "swapped": float(d_swap),
                        "follows": bool(d_orig * d_gt > 0 and d_swap * d_gt < 0)}
@@ -234,7 +238,7 @@ def _evaluate_clip(batch: SynthBatch, strag: Any, vism: Any, mean_field: torch.T
 
 
 def _report(rows: list[dict[str, Any]], model: str, num_clips: int, seed_start: int, device: str,
-            seconds: float) -> dict[str, Any]:
+            seconds: float, sampler: dict[str, Any]) -> dict[str, Any]:
     def mean(key: str, subset: list[dict[str, Any]] | None = None) -> float:
         return _summary([r[key] for r in (rows if subset is None else subset)])
 
@@ -254,7 +258,7 @@ def _report(rows: list[dict[str, Any]], model: str, num_clips: int, seed_start: 
     h, hr, hn = mean("hole_psnr"), mean("hole_psnr_render"), mean("hole_psnr_nearest")
     return {
         "model": model, "num_clips": num_clips, "seeds": [seed_start, seed_start + num_clips - 1], "device": device,
-        "seconds": round(seconds, 1),
+        "seconds": round(seconds, 1), "strag_sampler": sampler,
         "depth": {"abs_rel": mean("abs_rel"), "delta1": mean("delta1"), "bar_abs_rel_max": 0.10,
                   "pass": mean("abs_rel") <= 0.10},
         "strag": {**st, "reduction_vs_zero": 1.0 - epe / zero if zero else math.nan,
@@ -281,7 +285,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"more4d eval: model {report['model']}, {report['num_clips']} held-out clips (seeds {report['seeds'][0]}.."
         f"{report['seeds'][1]}), {report['device']}, {report['seconds']} s",
         f"depth      AbsRel {d['abs_rel']:.4f} (bar <= 0.10: {ok[d['pass']]})   delta1 {d['delta1']:.4f}",
-        f"4D-STraG   end-to-end EPE {s['epe']:.4f}  zero-motion {s['epe_zero_motion']:.4f}  mean-motion "
+        f"4D-STraG   sampler: {report['strag_sampler']['num_inference_steps']} steps, guidance "
+        f"{report['strag_sampler']['guidance_scale']:g}",
+        f"           end-to-end EPE {s['epe']:.4f}  zero-motion {s['epe_zero_motion']:.4f}  mean-motion "
         f"{s['epe_mean_motion']:.4f}  reduction {100 * s['reduction_vs_zero']:.1f}% ({ok[s['end_to_end_pass']]}; "
         f"GT-motion floor {s['epe_oracle_motion']:.4f})",
         f"           motion (displacement) EPE {s['motion_epe']:.4f}  zero-motion {s['motion_epe_zero_motion']:.4f}  "
