@@ -240,11 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     run.track({name: model})
     run.resume(args.resume)
     val = validation_batch(cfg, run.device)
-    d = cfg.data
-    if cfg.stage == "motion":
-        shape = (d.num_frames, d.height, d.width)
-        samples = [torch.zeros(n, 3, *shape, device=run.device) for n in (d.batch_size, cfg.dense_clips) if n]
-        forward = run.graphed(RoundTrip(model), *samples)
+    shape = (cfg.data.num_frames, cfg.data.height, cfg.data.width)
+    if cfg.stage == "motion":  # with `cuda_graphs`, captured for these input shapes (batch, dense clips)
+        sizes = [n for n in (cfg.data.batch_size, cfg.dense_clips) if n]
+        forward = run.graphed(RoundTrip(model), *(torch.zeros(n, 3, *shape, device=run.device) for n in sizes))
 
     def train_step(batch) -> tuple[torch.Tensor, dict[str, float]]:
         if cfg.stage == "rgb":
