@@ -172,11 +172,12 @@ def test_run_graphed_is_off_by_default_and_needs_cuda(tmp_path):
             run.graphed(model, torch.zeros(4, 3))
 
 
-def test_synth_pool_batches_are_seeded_and_resumable():
+def test_synth_pool_batches_are_seeded_resumable_and_checked():
     from _lib.config import DataConfig, TrainConfig
     from _lib.data import batches
 
     from more4d.data.synth import SynthConfig, generate_batch
+    from more4d.errors import InputError
 
     cfg = TrainConfig(data=DataConfig(source="synth_pool", pool_size=6, num_frames=5, height=16, width=16,
                                       batch_size=2))
@@ -191,6 +192,9 @@ def test_synth_pool_batches_are_seeded_and_resumable():
     pool = generate_batch(range(6), SynthConfig(num_frames=5, height=16, width=16, novel_views=0))
     epoch = [pool.captions.index(c) for b in first[:3] for c in b.captions]
     assert sorted(epoch) == list(range(6))  # one epoch: every pool clip once
+    with pytest.raises(InputError, match="lower data.pool_size"):
+        next(batches(TrainConfig(data=DataConfig(source="synth_pool", pool_size=10**8, num_frames=5, height=16,
+                                                 width=16, batch_size=2)), Acc(), 0))
     clip = first[0].select([1])
     assert torch.equal(clip.frames[0], pool.frames[epoch[1]]) and clip.captions == [pool.captions[epoch[1]]]
 

@@ -14,6 +14,7 @@ Every source yields the same stacked `SynthBatch` (clips without novel views or 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,12 +79,31 @@ def synth_pool(data: DataConfig, device: torch.device, novel_views: int = 0) -> 
         raise InputError(f"the pool's seeds reach the validation/held-out range (>= {VALIDATION_SEED_START}); "
                          "lower data.train_seed_start or data.pool_size")
     config = synth_config(data, novel_views)
-    chunks = [generate_batch(seeds[i:i + data.batch_size], config, device)
-              for i in tqdm(range(0, len(seeds), data.batch_size), desc="synth pool", dynamic_ncols=True)]
+    chunks = []
+    for i in tqdm(range(0, len(seeds), data.batch_size), desc="synth pool", dynamic_ncols=True):
+        chunks.append(generate_batch(seeds[i:i + data.batch_size], config, device))
+        if i == 0:
+            _check_pool_fits(chunks[0], data, device)
     pool = SynthBatch.cat(chunks)
     if data.caption_suffix:
         pool.captions = [c + data.caption_suffix for c in pool.captions]
     return pool
+
+
+def _free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _check_pool_fits(first: SynthBatch, data: DataConfig, device: torch.device) -> None:
+    """Raise InputError before a pool that would not fit in half the device's free memory is rendered."""
+    per_clip = sum(v.nbytes for v in vars(first).values() if isinstance(v, torch.Tensor)) / len(first)
+    need, free = per_clip * data.pool_size, _free_bytes(device)
+    if need > free / 2:
+        raise InputError(f"a synth pool of {data.pool_size} clips of {data.num_frames}x{data.height}x{data.width} "
+                         f"needs {need / 2**30:.1f} GiB on {device.type}, which has {free / 2**30:.1f} GiB free: "
+                         f"lower data.pool_size to at most {int(free / 2 / per_clip)}")
 
 
 class StepBatchSampler(Sampler[list[int]]):
