@@ -63,7 +63,8 @@ def main() -> None:
           f"{args.dense_clips} dense of {args.size}, fp32/TF32, {args.steps} steps each")
     print(f"eager   {eager * 1e3:8.1f} ms/step  {1 / eager:6.2f} it/s")
     print(f"graphed {fast * 1e3:8.1f} ms/step  {1 / fast:6.2f} it/s  (capture {capture:.1f} s)")
-    print(f"speed-up x{eager / fast:.1f}; graphed vs eager outputs: max |diff| {diff:.2e}; peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    print(f"speed-up x{eager / fast:.1f}; graphed vs eager outputs: max |diff| {diff:.2e}; "
+          f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

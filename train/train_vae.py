@@ -16,8 +16,8 @@ are trained with an L1 loss on the normalised motion video, weighted by track vi
 `hidden_weight`), with `depth_weighted` by frame-0 depth (so the loss follows the metric error) and by
 `moving_weight` on tracks that move. A tiny motion VAE can also start `from_scratch` (its own architecture, encoder
 trained) with `dense_clips` dense random videos per step whose plain reconstruction is added to the loss: without
-them a fresh tiny VAE learns to decode zero motion (REPORT "Session 5"). Validation reports the reconstruction end-point error in metric units after
-the inverse normalisation (`val/epe_m`), beside the error in m.
+them a fresh tiny VAE learns to decode zero motion (REPORT "Session 5"). Validation reports the reconstruction
+end-point error in metric units after the inverse normalisation (`val/epe_m`), beside the error in m.
 """
 
 from __future__ import annotations
@@ -174,11 +174,10 @@ class RoundTrip(torch.nn.Module):
         super().__init__()
         self.mvae = mvae
 
-    def forward(self, m: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    def forward(self, m: torch.Tensor, *dense: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`(motion reconstruction,)`, plus the dense videos' reconstruction when they are given."""
         recon = self.mvae.decode_motion(self.mvae.encode_motion(m)).float()
-        if dense is None:
-            return recon
-        return recon, self.mvae.decode_video(self.mvae.encode_video(dense)).float()
+        return (recon, *(self.mvae.decode_video(self.mvae.encode_video(d)).float() for d in dense))
 
 
 def dense_videos(n: int, shape: tuple[int, int, int], seed: int, device: torch.device) -> torch.Tensor:
@@ -194,8 +193,7 @@ def motion_step(forward: torch.nn.Module, batch, cfg: VAEConfig,
                 dense: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted L1 on the motion video (+ plain L1 on `dense` videos); `forward` is a `RoundTrip`."""
     m, vis, valid, _ = motion_targets(batch)
-    out = forward(m) if dense is None else forward(m, dense)
-    recon = out if dense is None else out[0]
+    recon, *dense_recon = forward(m, *([] if dense is None else [dense]))
     B, _, T, H, W = m.shape
     weight = (vis.float() + cfg.hidden_weight * (~vis).float()) * valid.view(B, 1, H, W).float()
     if cfg.depth_weighted:  # an error dm in m is an error of about |dm| * z0 in metres
@@ -208,7 +206,7 @@ def motion_step(forward: torch.nn.Module, batch, cfg: VAEConfig,
     visible = vis & valid.view(B, 1, H, W)
     logs = {"train/l1_visible": float((err.detach() * visible).sum() / visible.sum().clamp_min(1))}
     if dense is not None:
-        dense_l1 = (out[1] - dense).abs().mean()
+        dense_l1 = (dense_recon[0] - dense).abs().mean()
         loss = loss + dense_l1
         logs["train/dense_l1"] = float(dense_l1.detach())
     return loss, logs

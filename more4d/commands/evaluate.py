@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_output_path(args.out)
     report = evaluate(args.model, args.weights, num_clips=args.num_clips, device=args.device,
-                      num_inference_steps=args.steps, guidance_scale=args.guidance, vism_steps=args.vism_steps, progress=not args.quiet)
+                      num_inference_steps=args.steps, guidance_scale=args.guidance, vism_steps=args.vism_steps,
+                      progress=not args.quiet)
     print(format_report(report))
     if args.out:
         print(f"report: {write_report(report, args.out)}")

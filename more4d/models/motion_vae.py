@@ -210,6 +210,8 @@ class MotionVAE(ModelMixin, ConfigMixin):
         vae_norm: Literal["rms", "scale"] = "rms",
     ) -> None:
         super().__init__()
+        if vae_norm not in ("rms", "scale"):
+            raise InputError(f"vae_norm must be 'rms' or 'scale', got {vae_norm!r}")
         stats = {}
         if latents_mean is not None:
             stats["latents_mean"] = list(latents_mean)
@@ -219,8 +221,6 @@ class MotionVAE(ModelMixin, ConfigMixin):
             base_dim=base_dim, z_dim=z_dim, dim_mult=list(dim_mult), num_res_blocks=num_res_blocks,
             temperal_downsample=list(temperal_downsample), **stats,
         )
-        if vae_norm not in ("rms", "scale"):
-            raise InputError(f"vae_norm must be 'rms' or 'scale', got {vae_norm!r}")
         if vae_norm == "scale":
             drop_rms_norms(self.vae)
         _check_gain(motion_gain)

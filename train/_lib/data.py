@@ -14,11 +14,11 @@ Every source yields the same stacked `SynthBatch` (clips without novel views or 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
@@ -93,7 +93,7 @@ def synth_pool(data: DataConfig, device: torch.device, novel_views: int = 0) -> 
 def _free_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return psutil.virtual_memory().available
 
 
 def _check_pool_fits(first: SynthBatch, data: DataConfig, device: torch.device) -> None:
