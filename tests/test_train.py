@@ -113,8 +113,9 @@ def test_train_vae_rgb_resumes_then_motion(tmp_path, small_vae_weights):
 
 def test_train_strag(tmp_path, tiny_weights):
     extra = [f"init_from={tiny_weights}", "val_inference_steps=2", "data.source=synth_pool", "data.pool_size=3",
-             "cache_latents=true"]  # a pool of 3, batches of 2: the second step reuses cached latents
-    train_and_resume("train_strag", "tiny_strag.yaml", tmp_path, extra, ["strag/transformer", "strag/motion_encoder"])
+             "cache_latents=true", "train_text_encoder=true"]  # a pool of 3 encoded clips, batches of 2
+    train_and_resume("train_strag", "tiny_strag.yaml", tmp_path, extra,
+                     ["strag/transformer", "strag/motion_encoder", "text_encoder"])
 
 
 def test_train_vism(tmp_path, tiny_weights):
@@ -174,7 +175,7 @@ def test_run_graphed_is_off_by_default_and_needs_cuda(tmp_path):
 
 def test_synth_pool_batches_are_seeded_resumable_and_checked():
     from _lib.config import DataConfig, TrainConfig
-    from _lib.data import batches
+    from _lib.data import EncodedPool, batches
 
     from more4d.data.synth import SynthConfig, generate_batch
     from more4d.errors import InputError
@@ -197,6 +198,32 @@ def test_synth_pool_batches_are_seeded_resumable_and_checked():
                                                  width=16, batch_size=2)), Acc(), 0))
     clip = first[0].select([1])
     assert torch.equal(clip.frames[0], pool.frames[epoch[1]]) and clip.captions == [pool.captions[epoch[1]]]
+
+    # a reduced pool (what cache_latents keeps), rendered 4 clips at a time: the same clips in the same order
+    def reduce(batch):
+        return EncodedPool({"image": batch.frames[:, 0]}, batch.captions)
+
+    chunked = TrainConfig(data=DataConfig(source="synth_pool", pool_size=6, pool_chunk_size=4, num_frames=5,
+                                          height=16, width=16, batch_size=2))
+    reduced = [next(s) for s in [batches(chunked, Acc(), 0, reduce=reduce)] for _ in range(4)]
+    for full, small in zip(first, reduced):
+        assert isinstance(small, EncodedPool) and small.captions == full.captions
+        assert torch.equal(small.tensors["image"], full.frames[:, 0])
+
+
+def test_flow_matching_loss_weight():
+    from _lib.flow import flow_matching_loss
+
+    latents, cond = torch.randn(2, 4, 1, 2, 2), torch.zeros(2, 1, 1, 2, 2)
+
+    def loss(weight):
+        return flow_matching_loss(lambda x, t: x[:, :4] * 0, latents, cond, "uniform", 5.0,
+                                  torch.Generator().manual_seed(0), weight)
+
+    assert torch.allclose(loss(None), loss(torch.full((2, 1, 1, 2, 2), 3.0)))  # constant weight: plain MSE
+    only_first = torch.zeros(2, 1, 1, 2, 2)
+    only_first[0] = 1
+    assert not torch.allclose(loss(None), loss(only_first))
 
 
 def test_run_checkpoint_limit_budget_and_export(tmp_path):
@@ -248,5 +275,20 @@ def test_config_validation(tmp_path):
         load("cuda_graphs=true", "mixed_precision=bf16")
     with pytest.raises(InputError, match="pool_size"):
         load("data.source=synth_pool", "data.pool_size=1")
+    with pytest.raises(InputError, match="pool_chunk_size"):
+        load("data.pool_chunk_size=0")
+
+    train_strag = script("train_strag")
+    strag_file = TRAIN_DIR / "configs" / "tiny_strag.yaml"
+
+    def load_strag(*sets: str):
+        return config_from_args(train_strag.STraGConfig, parser.parse_args(["--config", str(strag_file), "--set", *sets]))
+
+    with pytest.raises(InputError, match="synth_pool"):
+        load_strag("cache_latents=true", "data.source=synth_on_the_fly")
+    with pytest.raises(InputError, match="umT5 stays frozen"):
+        load_strag("train_text_encoder=true", "preset=wan2.1-14b")
+    with pytest.raises(InputError, match="moving_weight"):
+        load_strag("moving_weight=0")
     with pytest.raises(InputError, match="does not exist"):
         config_from_args(train_depth.DepthConfig, parser.parse_args(["--config", str(tmp_path / "none.yaml")]))

@@ -28,7 +28,7 @@ from typing import Literal
 
 import torch
 from _lib.config import TrainConfig, add_common_args, check, config_from_args
-from _lib.data import batches, motion_targets, synth_config, validation_batch
+from _lib.data import batches, motion_targets, moving_tracks, synth_config, validation_batch
 from _lib.records import save_image_grid
 from _lib.run import Run, ema_weights, entry, load_init, trainable
 
@@ -159,11 +159,6 @@ def motion_video_error(vae: torch.nn.Module, batch, gain: float) -> float:
     recon = vae.decode(vae.encode(p).latent_dist.mode()).sample.float()
     moving = moving_tracks(p)[:, None, None].expand_as(p)
     return float((recon - p).abs()[moving].mean() / p.abs()[moving].mean().clamp_min(1e-8))
-
-
-def moving_tracks(m: torch.Tensor) -> torch.Tensor:
-    """Bool `(B, H, W)`: tracks of the motion video `(B, 3, T, H, W)` that move in some frame."""
-    return m.abs().amax(dim=(1, 2)) > 1e-4
 
 
 class RoundTrip(torch.nn.Module):

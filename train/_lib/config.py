@@ -42,6 +42,7 @@ class DataConfig:
     num_workers: int = 2               # DataLoader workers for *_dir sources
     train_seed_start: int = 0          # synth seeds: train_seed_start + global sample index (pool: + pool index)
     pool_size: int = 1024              # synth_pool: clips generated once (device memory: ~2 MB each at 17x64x64)
+    pool_chunk_size: int | None = None  # synth_pool: clips rendered (and reduced) at once; None = batch_size
     num_novel_views: int = 1           # synth novel cameras per clip (ViSM)
     caption_suffix: str = ""           # appended to every caption (e.g. a trigger word)
 
@@ -101,6 +102,8 @@ class TrainConfig:
                    getattr(d, name))
         check(d.batch_size > 0, "data.batch_size", "> 0", d.batch_size)
         check(d.pool_size >= d.batch_size, "data.pool_size", f">= data.batch_size ({d.batch_size})", d.pool_size)
+        check(d.pool_chunk_size is None or d.pool_chunk_size > 0, "data.pool_chunk_size", "> 0 or null",
+              d.pool_chunk_size)
         check(not self.cuda_graphs or self.mixed_precision == "no", "mixed_precision",
               "'no' with cuda_graphs (captured graphs cannot use autocast)", self.mixed_precision)
         if d.source not in ("synth_on_the_fly", "synth_pool"):

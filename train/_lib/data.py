@@ -5,7 +5,9 @@ Sources (`data.source`):
   seed `train_seed_start + i` (far below the held-out evaluation seeds), so the order is fixed by the config
   and a resumed run continues exactly where it stopped.
 - `synth_pool`: `data.pool_size` clips (seeds `train_seed_start + i`) rendered on the training device once, then
-  batches drawn from them by a seeded permutation per epoch: for models whose step costs less than rendering a clip;
+  batches drawn from them by a seeded permutation per epoch: for models whose step costs less than rendering a clip.
+  A `reduce` function (e.g. a frozen encoder: `EncodedPool`) can shrink each rendered chunk to what a step needs,
+  so a pool of many more clips fits;
 - `synth_dir` / `more4d_dir`: a folder of clips in the more4d layout (`more4d synth --out DIR`, `more4d build-data`);
 - `seed_dir`: the authors' TrajScene layout (track pickles beside mp4s, read with the restricted unpickler).
 Folder sources use a DataLoader whose sampler draws a seeded permutation per epoch, also resumable by step.
@@ -14,7 +16,8 @@ Every source yields the same stacked `SynthBatch` (clips without novel views or 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +42,42 @@ def sample_indices(micro_step: int, rank: int, world: int, batch_size: int) -> l
     return list(range(first, first + batch_size))
 
 
-def batches(cfg: TrainConfig, accelerator: Any, start_step: int, *, novel_views: int = 0) -> Iterator[SynthBatch]:
-    """Endless batches for optimisation steps `start_step, start_step + 1, ...` (all micro-steps of each)."""
+@dataclass
+class EncodedPool:
+    """Clips reduced to per-clip tensors (first dim = clip) and their captions, e.g. frame 0 + frozen latents."""
+
+    tensors: dict[str, torch.Tensor]
+    captions: list[str]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def select(self, index: Sequence[int]) -> EncodedPool:
+        idx = torch.as_tensor(list(index), dtype=torch.long)
+        return EncodedPool({k: v[idx.to(v.device)] for k, v in self.tensors.items()}, [self.captions[i] for i in idx])
+
+    @classmethod
+    def cat(cls, pools: Sequence[EncodedPool]) -> EncodedPool:
+        return cls({k: torch.cat([p.tensors[k] for p in pools]) for k in pools[0].tensors},
+                   [c for p in pools for c in p.captions])
+
+
+Reduce = Callable[[SynthBatch], Any]  # a rendered chunk -> anything with len/select/cat (SynthBatch, EncodedPool)
+
+
+def batches(cfg: TrainConfig, accelerator: Any, start_step: int, *, novel_views: int = 0,
+            reduce: Reduce | None = None) -> Iterator[Any]:
+    """Endless batches for optimisation steps `start_step, start_step + 1, ...` (all micro-steps of each).
+
+    `reduce` applies to `synth_pool` only: each rendered chunk is replaced by `reduce(chunk)` before it is kept.
+    """
     data = cfg.data
     micro = start_step * cfg.gradient_accumulation_steps
     rank, world = accelerator.process_index, accelerator.num_processes
     if data.source == "synth_on_the_fly":
         return _synth_stream(data, micro, rank, world, accelerator.device, novel_views)
     if data.source == "synth_pool":
-        pool = synth_pool(data, accelerator.device, novel_views)
+        pool = synth_pool(data, accelerator.device, novel_views, reduce)
         sampler = StepBatchSampler(len(pool), data.batch_size, micro, rank, world, cfg.seed)
         return (pool.select(index) for index in sampler)
     dataset = ClipFolder(data.path, data.source, data.caption_suffix)
@@ -72,33 +102,44 @@ def _synth_stream(data: DataConfig, micro: int, rank: int, world: int, device: t
         micro += 1
 
 
-def synth_pool(data: DataConfig, device: torch.device, novel_views: int = 0) -> SynthBatch:
-    """Clips `train_seed_start + [0, pool_size)` rendered on `device`, `batch_size` at a time (a progress bar)."""
+def synth_pool(data: DataConfig, device: torch.device, novel_views: int = 0, reduce: Reduce | None = None) -> Any:
+    """Clips `train_seed_start + [0, pool_size)` rendered on `device`, `batch_size` at a time (a progress bar),
+    each chunk passed through `reduce` if given (captions get `caption_suffix` before it)."""
     seeds = range(data.train_seed_start, data.train_seed_start + data.pool_size)
     if seeds[-1] >= VALIDATION_SEED_START:
         raise InputError(f"the pool's seeds reach the validation/held-out range (>= {VALIDATION_SEED_START}); "
                          "lower data.train_seed_start or data.pool_size")
     config = synth_config(data, novel_views)
-    chunks = []
-    for i in tqdm(range(0, len(seeds), data.batch_size), desc="synth pool", dynamic_ncols=True):
-        chunks.append(generate_batch(seeds[i:i + data.batch_size], config, device))
+    chunks, size = [], data.pool_chunk_size or data.batch_size
+    bar = tqdm(total=len(seeds), desc="synth pool", unit="clip", dynamic_ncols=True)
+    for i in range(0, len(seeds), size):
+        chunk = generate_batch(seeds[i:i + size], config, device)
+        bar.update(len(chunk))
+        if data.caption_suffix:
+            chunk.captions = [c + data.caption_suffix for c in chunk.captions]
+        chunks.append(chunk if reduce is None else reduce(chunk))
         if i == 0:
             _check_pool_fits(chunks[0], data, device)
-    pool = SynthBatch.cat(chunks)
-    if data.caption_suffix:
-        pool.captions = [c + data.caption_suffix for c in pool.captions]
-    return pool
+    bar.close()
+    return type(chunks[0]).cat(chunks)
 
 
 def _free_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cuda":  # memory the caching allocator holds but does not use is free to this process
+        return (torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device)
+                - torch.cuda.memory_allocated(device))
     return psutil.virtual_memory().available
 
 
-def _check_pool_fits(first: SynthBatch, data: DataConfig, device: torch.device) -> None:
+def _nbytes(obj: Any) -> int:
+    values = obj.values() if isinstance(obj, dict) else vars(obj).values()
+    return sum(v.nbytes if isinstance(v, torch.Tensor) else _nbytes(v) for v in values
+               if isinstance(v, (torch.Tensor, dict)))
+
+
+def _check_pool_fits(first: Any, data: DataConfig, device: torch.device) -> None:
     """Raise InputError before a pool that would not fit in half the device's free memory is rendered."""
-    per_clip = sum(v.nbytes for v in vars(first).values() if isinstance(v, torch.Tensor)) / len(first)
+    per_clip = _nbytes(first) / len(first)
     need, free = per_clip * data.pool_size, _free_bytes(device)
     if need > free / 2:
         raise InputError(f"a synth pool of {data.pool_size} clips of {data.num_frames}x{data.height}x{data.width} "
@@ -208,3 +249,8 @@ def motion_targets(batch: SynthBatch) -> tuple[torch.Tensor, torch.Tensor, torch
     ms, valids = zip(*(normalize_motion(batch.points[b].float(), alphas[b]) for b in range(B)))
     m = motion_to_video(torch.stack(ms), H, W)
     return m, batch.visibility.view(B, T, H, W), torch.stack(valids), alphas
+
+
+def moving_tracks(m: torch.Tensor) -> torch.Tensor:
+    """Bool `(B, H, W)`: tracks of the motion video `(B, 3, T, H, W)` that move in some frame."""
+    return m.abs().amax(dim=(1, 2)) > 1e-4

@@ -18,10 +18,11 @@ def sample_sigmas(n: int, sampling: str, shift: float, gen: torch.Generator) -> 
 
 
 def flow_matching_loss(model_fn, latents: torch.Tensor, cond: torch.Tensor, sampling: str, shift: float,
-                       gen: torch.Generator) -> torch.Tensor:
+                       gen: torch.Generator, weight: torch.Tensor | None = None) -> torch.Tensor:
     """MSE between `model_fn(cat[x_t, cond], 1000 s)` and the velocity noise - x_0, x_t = (1 - s) x_0 + s noise.
 
-    latents `(B, 16, F, h, w)` float32; cond `(B, C, F, h, w)` concatenated on channels.
+    latents `(B, 16, F, h, w)` float32; cond `(B, C, F, h, w)` concatenated on channels; `weight` (broadcastable
+    to the latents) makes it a weighted mean.
     """
     B = latents.shape[0]
     sigmas = sample_sigmas(B, sampling, shift, gen).to(latents.device)
@@ -29,4 +30,8 @@ def flow_matching_loss(model_fn, latents: torch.Tensor, cond: torch.Tensor, samp
     s = sigmas.view(B, 1, 1, 1, 1)
     x = torch.cat([(1 - s) * latents + s * noise, cond.to(latents.dtype)], dim=1)
     pred = model_fn(x, sigmas * NUM_TRAIN_TIMESTEPS)
-    return (pred.float() - (noise - latents)).pow(2).mean()
+    err = (pred.float() - (noise - latents)).pow(2)
+    if weight is None:
+        return err.mean()
+    weight = weight.to(err.dtype).expand_as(err)
+    return (err * weight).sum() / weight.sum()
