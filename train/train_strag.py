@@ -16,7 +16,7 @@ train. The text encoder is frozen (umT5) unless `train_text_encoder`: the tiny w
 to lean on, so the tiny recipe trains it with STraG (and exports it as `text_encoder/`).
 
 With `cache_latents` (needs `data.source: synth_pool`) each rendered pool chunk is reduced at once to what a step
-needs (frame 0, motion latents, condition latents: about 0.7 MB a clip at 17x256x256 instead of 23 MB), so the
+needs (frame 0, motion latents, condition latents: about 0.9 MB a clip at 17x256x256 instead of 23 MB), so the
 pool can hold tens of thousands of clips.
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -35,7 +36,7 @@ from _lib.flow import flow_matching_loss
 from _lib.records import save_image_grid
 from _lib.run import Run, entry, load_init, trainable
 
-from more4d.eval.evaluate import mean_image_motion, swap_direction
+from more4d.eval.evaluate import prompt_swap
 from more4d.eval.metrics import displacement_epe
 from more4d.models.text_encoder import encode_prompt
 from more4d.pipelines.strag import STraGPipeline, encode_conditions
@@ -151,13 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             gt, vis = val.points[b].float().cpu(), val.visibility[b].cpu()
             epe.append(displacement_epe(scene.points, gt, vis))
             zero.append(displacement_epe(gt[:1].expand_as(gt), gt, vis))
-            if (swap := swap_direction(val.captions[b])) is not None:
-                caption, axis = swap
-                moving = (gt[-1] - gt[0]).norm(dim=-1) > 0.05 * gt[0, :, 2].clamp_min(1e-3)
-                alt = pipe(image, caption, seed=b, depth=depth, **sample)
-                d_gt, d_orig, d_swap = (mean_image_motion(p, val.K[b].float().cpu(), moving)[axis]
-                                        for p in (gt, scene.points, alt.points))
-                follows.append(float(d_orig * d_gt > 0 and d_swap * d_gt < 0))
+            swap = prompt_swap(partial(pipe, image, seed=b, depth=depth, **sample), val.captions[b], scene, gt,
+                               val.K[b].float().cpu())
+            if swap is not None:
+                follows.append(float(swap["follows"]))
             if b < 3:
                 rows.append([val.frames[b, 0].cpu().numpy() / 255.0, displacement(gt, scene.image_size),
                              displacement(scene.points, scene.image_size)])

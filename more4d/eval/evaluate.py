@@ -21,6 +21,7 @@ import os
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,25 @@ def mean_image_motion(points: torch.Tensor, K: torch.Tensor, moving: torch.Tenso
     return (uv[-1] - uv[0])[moving].mean(0) if moving.any() else torch.zeros(2)
 
 
+def prompt_swap(generate: Callable[[str], Any], caption: str, scene: Any, gt: torch.Tensor,
+                K: torch.Tensor) -> dict[str, Any] | None:
+    """The prompt-swap test of one clip: does the image motion of its moving tracks follow the direction word?
+
+    `scene` was generated from `caption`, `generate(swapped_caption)` gives the other Scene4D (same seed); gt
+    `(T, N, 3)` and K are the clip's. None when the caption does not name exactly one object direction.
+    """
+    swap = swap_direction(caption)
+    if swap is None:
+        return None
+    swapped, axis = swap
+    moving = (gt[-1] - gt[0]).norm(dim=-1) > 0.05 * gt[0, :, 2].clamp_min(1e-3)
+    alt = generate(swapped)
+    d_gt = mean_image_motion(gt, K, moving)[axis]
+    d_orig, d_swap = (mean_image_motion(s.points, s.K, moving)[axis] for s in (scene, alt))
+    return {"caption": swapped, "gt": float(d_gt), "orig": float(d_orig), "swapped": float(d_swap),
+            "follows": bool(d_orig * d_gt > 0 and d_swap * d_gt < 0)}
+
+
 def _summary(values: list[float]) -> float:
     v = [x for x in values if math.isfinite(x)]
     return float(sum(v) / len(v)) if v else math.nan
@@ -206,16 +226,10 @@ def _evaluate_clip(batch: SynthBatch, strag: Any, vism: Any, mean_field: torch.T
         row[f"motion_epe{suffix}"] = float(displacement_epe(tracks, gt, vis))
     row["epe_oracle_motion"] = float(track_epe(denormalize_motion(m, p0, alphas), gt, vis))
     # prompt swap: the horizontal/vertical image motion of moving tracks must follow the direction word
-    swap = swap_direction(clip.caption)
+    swap = prompt_swap(lambda caption: strag(image, caption, num_frames=T, num_inference_steps=steps,
+                                             guidance_scale=guidance, seed=0), clip.caption, scene, gt, clip.K.float())
     if swap is not None:
-        swapped, axis = swap
-        moving = (gt[-1] - gt[0]).norm(dim=-1) > 0.05 * gt[0, :, 2].clamp_min(1e-3)
-        d_gt = mean_image_motion(gt, clip.K.float(), moving)[axis]
-        d_orig = mean_image_motion(scene.points, scene.K, moving)[axis]
-        alt = strag(image, swapped, num_frames=T, num_inference_steps=steps, guidance_scale=guidance, seed=0)
-        d_swap = mean_image_motion(alt.points, alt.K, moving)[axis]
-        row["swap"] = {"caption": swapped, "gt": float(d_gt), "orig": float(d_orig), "swapped": float(d_swap),
-                       "follows": bool(d_orig * d_gt > 0 and d_swap * d_gt < 0)}
+        row["swap"] = swap
     # motion VAE reconstruction in metric units (GT motion, GT depth)
     mvae = strag.motion_vae
     video = motion_to_video(m, H, W)[None].to(mvae.device, mvae.dtype)

@@ -103,8 +103,8 @@ def _synth_stream(data: DataConfig, micro: int, rank: int, world: int, device: t
 
 
 def synth_pool(data: DataConfig, device: torch.device, novel_views: int = 0, reduce: Reduce | None = None) -> Any:
-    """Clips `train_seed_start + [0, pool_size)` rendered on `device`, `batch_size` at a time (a progress bar),
-    each chunk passed through `reduce` if given (captions get `caption_suffix` before it)."""
+    """Clips `train_seed_start + [0, pool_size)` rendered on `device`, `pool_chunk_size` (default `batch_size`) at
+    a time with a progress bar, each chunk passed through `reduce` if given (after `caption_suffix` is added)."""
     seeds = range(data.train_seed_start, data.train_seed_start + data.pool_size)
     if seeds[-1] >= VALIDATION_SEED_START:
         raise InputError(f"the pool's seeds reach the validation/held-out range (>= {VALIDATION_SEED_START}); "
