@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from more4d.data.synth import SynthConfig, generate_batch
-from more4d.eval.evaluate import HELD_OUT_SEED_START, evaluate, format_report, swap_direction
+from more4d.eval.evaluate import HELD_OUT_SEED_START, evaluate, format_report, prompt_swap, swap_direction
 from more4d.weights import get_preset, save_random_tiny
 
 
@@ -48,3 +49,22 @@ def test_swap_direction_flips_the_object_word_only():
     assert swap_direction("a box moves up while the camera pans left") == ("a box moves down while the camera pans left", 1)
     assert swap_direction("a ball spins while the camera pans left") is None  # camera words do not move tracks
     assert swap_direction("a ball moves left and a box moves right") is None  # ambiguous: two directions
+
+
+def test_prompt_swap_follows_only_a_flipped_motion():
+    from types import SimpleNamespace
+
+    K = torch.tensor([[100.0, 0, 16], [0, 100.0, 16], [0, 0, 1]])
+    start = torch.tensor([[0.0, 0.0, 4.0], [0.5, 0.0, 4.0]])
+
+    def tracks(dx: float) -> torch.Tensor:  # (2, N, 3): every track shifted by dx along x at the last frame
+        return torch.stack([start, start + torch.tensor([dx, 0.0, 0.0])])
+
+    gt = tracks(0.5)  # moves right
+    scene = SimpleNamespace(points=tracks(0.4), K=K)
+    flipped = prompt_swap(lambda c: SimpleNamespace(points=tracks(-0.4), K=K), "a ball moves right", scene, gt, K)
+    assert flipped["caption"] == "a ball moves left" and flipped["follows"] and flipped["gt"] > 0
+    ignored = prompt_swap(lambda c: scene, "a ball moves right", scene, gt, K)
+    assert not ignored["follows"]  # the same motion for both captions: the prompt did not steer it
+    assert prompt_swap(lambda c: scene, "a ball spins", scene, gt, K) is None
+
