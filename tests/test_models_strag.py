@@ -134,6 +134,29 @@ def test_strag_save_load_roundtrip(tmp_path):
     assert torch.equal(run(model, **x, motion_features=feats()), run(again, **x, motion_features=feats()))
 
 
+def test_pooled_text_starts_as_identity_then_steers_by_caption(tmp_path):
+    model = strag()
+    randomize_mpm(model)
+    pooled = STraGTransformer.with_pooled_text(model).eval()
+    x = inputs()
+    torch.testing.assert_close(run(pooled, **x, motion_features=feats()), run(model, **x, motion_features=feats()),
+                               rtol=0, atol=0)  # zero-initialised: the trained weights' outputs are kept
+    with torch.no_grad():
+        pooled.text_pool.weight.normal_()
+    other = dict(x, encoder_hidden_states=x["encoder_hidden_states"].clone())
+    other["encoder_hidden_states"][:, 3:] = 0  # a shorter caption (padding is zero): its mean differs
+    assert not torch.allclose(run(pooled, **x), run(pooled, **other))
+    padded = dict(x, encoder_hidden_states=torch.cat([x["encoder_hidden_states"], torch.zeros(2, 5, 24)], 1))
+    with torch.no_grad():  # padding does not change the pooled caption (cross-attention still sees it)
+        for block in pooled.blocks:
+            block.attn2.to_out[0].weight.zero_()
+            block.attn2.to_out[0].bias.zero_()
+    torch.testing.assert_close(run(pooled, **x), run(pooled, **padded))
+    pooled.save_pretrained(tmp_path / "p")
+    again = STraGTransformer.from_pretrained(tmp_path / "p").eval()
+    assert again.config.pooled_text and torch.equal(run(again, **x), run(pooled, **x))
+
+
 def test_strag_bad_inputs():
     model = strag()
     x = inputs()

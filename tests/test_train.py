@@ -113,9 +113,11 @@ def test_train_vae_rgb_resumes_then_motion(tmp_path, small_vae_weights):
 
 def test_train_strag(tmp_path, tiny_weights):
     extra = [f"init_from={tiny_weights}", "val_inference_steps=2", "data.source=synth_pool", "data.pool_size=3",
-             "cache_latents=true", "train_text_encoder=true"]  # a pool of 3 encoded clips, batches of 2
+             "cache_latents=true", "train_text_encoder=true", "pooled_text=true"]  # a pool of 3 encoded clips
     train_and_resume("train_strag", "tiny_strag.yaml", tmp_path, extra,
                      ["strag/transformer", "strag/motion_encoder", "text_encoder"])
+    config = json.loads((tmp_path / "export" / "strag" / "transformer" / "config.json").read_text())
+    assert config["pooled_text"]  # the path added to the shipped-layout transformer is exported with it
 
 
 def test_train_vism(tmp_path, tiny_weights):

@@ -38,6 +38,7 @@ from _lib.run import Run, entry, load_init, trainable
 
 from more4d.eval.evaluate import prompt_swap
 from more4d.eval.metrics import displacement_epe
+from more4d.models.strag_transformer import STraGTransformer
 from more4d.models.text_encoder import encode_prompt
 from more4d.pipelines.strag import STraGPipeline, encode_conditions
 
@@ -53,6 +54,7 @@ class STraGConfig(TrainConfig):
     val_inference_steps: int = 10
     val_guidance_scale: float = 4.0
     cache_latents: bool = False         # synth_pool: encode each clip once as it is rendered (the VAE is frozen)
+    pooled_text: bool = False           # add the pooled caption path (zero-init) to a transformer without one
     moving_weight: float = 1.0          # loss weight of latent cells over moving tracks (static pixels dominate)
 
     def validate(self) -> None:
@@ -82,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     # 1. models: frozen VAE (+ umT5); trainable transformer (+ tiny motion encoder, + tiny text encoder)
     comps = load_init(cfg, "tokenizer", "text_encoder", "motion_vae", "transformer", "motion_encoder")
     tokenizer, text_encoder, motion_vae = comps["tokenizer"], comps["text_encoder"], comps["motion_vae"]
-    transformer = comps["transformer"].train().requires_grad_(True)
+    transformer = comps["transformer"]
+    if cfg.pooled_text:
+        transformer = STraGTransformer.with_pooled_text(transformer)
+    transformer.train().requires_grad_(True)
     motion_encoder = comps["motion_encoder"].train().requires_grad_(cfg.train_motion_encoder)
     text_encoder.train(cfg.train_text_encoder).requires_grad_(cfg.train_text_encoder)
     if cfg.gradient_checkpointing:

@@ -7,6 +7,11 @@ FFN, `h <- h (1 + g s) + g b` with `[s, b] = Linear(SiLU(f))` and a per-channel 
 fresh STraGTransformer computes exactly the stock Wan forward. Features are the same on every latent frame, so
 `Linear(SiLU(f))` runs once per spatial token and broadcasts over frames (the seed code ran it on every token).
 
+`pooled_text=True` (off in the released configs) adds a global caption path: the mean of the caption's token
+embeddings, through a zero-initialised Linear, joins the timestep embedding that drives every AdaLN modulation, so
+the caption can steer all tokens without the cross-attention having to find its words. Zero at init, it leaves
+trained weights' outputs unchanged (`with_pooled_text`).
+
 `seed_compat=True` reproduces the authors' released model (seed_checkpoints.md §1): reference tokens from
 `ref_conv` (zeros unless `ref_latents` is given) are prepended as an extra latent frame, and the features sit
 one latent frame late (the last latent frame sees zero features).
@@ -154,6 +159,7 @@ class STraGTransformer(WanTransformer3DModel):
         pos_embed_seq_len: int | None = None,
         motion_feature_dim: int = 768,
         seed_compat: bool = False,
+        pooled_text: bool = False,
     ) -> None:
         # The parent builds everything but the blocks (num_layers=0); its config registration is undone below.
         super().__init__(
@@ -171,6 +177,11 @@ class STraGTransformer(WanTransformer3DModel):
             for _ in range(num_layers)
         )
         self.motion_perception = MotionPerceptionModule(motion_feature_dim)
+        self.text_pool = None
+        if pooled_text:
+            self.text_pool = nn.Linear(text_dim, inner_dim)
+            nn.init.zeros_(self.text_pool.weight)
+            nn.init.zeros_(self.text_pool.bias)
         self.ref_conv = None
         if seed_compat:
             self.ref_conv = nn.Conv2d(out_channels, inner_dim, kernel_size=patch_size[1:], stride=patch_size[1:])
@@ -193,6 +204,19 @@ class STraGTransformer(WanTransformer3DModel):
         if unexpected or any(not any(n in k for n in new) for k in missing):
             raise InputError(f"`wan` does not match STraGTransformer: missing {missing}, unexpected {unexpected}")
         return model
+
+    @classmethod
+    def with_pooled_text(cls, model: STraGTransformer) -> STraGTransformer:
+        """A copy of `model` with the pooled caption path added (zero, so its outputs are `model`'s)."""
+        if model.text_pool is not None:
+            return model
+        config = {k: v for k, v in model.config.items() if not k.startswith("_")}
+        param = next(model.parameters())
+        new = cls(**{**config, "pooled_text": True}).to(device=param.device, dtype=param.dtype)
+        missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("text_pool.") for k in missing):
+            raise InputError(f"cannot add pooled_text: missing {missing}, unexpected {unexpected}")
+        return new
 
     @apply_lora_scale("attention_kwargs")
     def forward(
@@ -237,10 +261,16 @@ class STraGTransformer(WanTransformer3DModel):
         rotary_emb = self.rope(hidden_states_in)
         hidden_states = hidden_states.contiguous()
 
-        # 2. Time, text and image conditions
+        # 2. Time, text and image conditions (+ the pooled caption, into the timestep embedding)
+        text = encoder_hidden_states
         temb, timestep_proj, encoder_hidden_states, encoder_hidden_states_image = self.condition_embedder(
             timestep, encoder_hidden_states, encoder_hidden_states_image
         )
+        if self.text_pool is not None:
+            valid = (text.abs().amax(-1, keepdim=True) > 0).to(text.dtype)  # padding tokens are exactly zero
+            pooled = (text * valid).sum(1) / valid.sum(1).clamp_min(1)
+            temb = temb + self.text_pool(pooled.to(self.text_pool.weight.dtype)).type_as(temb)
+            timestep_proj = self.condition_embedder.time_proj(self.condition_embedder.act_fn(temb))
         timestep_proj = timestep_proj.unflatten(1, (6, -1))
         if encoder_hidden_states_image is not None:
             encoder_hidden_states = torch.concat([encoder_hidden_states_image, encoder_hidden_states], dim=1)
