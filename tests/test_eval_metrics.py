@@ -54,6 +54,20 @@ def test_displacement_epe_ignores_frame0_geometry():
     assert displacement_epe(offset, gt, vis) == 0.0 and track_epe(offset, gt, vis) == 2.0
 
 
+def test_motion_axis_l1_finds_a_lost_axis():
+    from more4d.eval.metrics import motion_axis_l1
+
+    target = torch.zeros(2, 4, 3)
+    target[:, :2] = torch.tensor([0.5, -0.2, 0.1])  # tracks 0 and 1 move
+    pred = target.clone()
+    pred[..., 0] = 0  # x decoded as no motion
+    err, ref = motion_axis_l1(pred, target, torch.tensor([True, True, False, False]))
+    torch.testing.assert_close(err / ref, torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(ref, torch.tensor([2.0, 0.8, 0.4]))  # 2 frames x 2 tracks
+    with pytest.raises(InputError, match="3 axes"):
+        motion_axis_l1(torch.zeros(2, 2), torch.zeros(2, 2), torch.ones(2, dtype=torch.bool))
+
+
 def test_depth_metrics():
     gt = torch.full((2, 8, 8), 2.0)
     pred = gt * 1.1

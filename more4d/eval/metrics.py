@@ -23,6 +23,20 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...]
     return torch.where(total > 0, out, torch.full_like(out, math.nan))
 
 
+def motion_axis_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-axis sums `(3,)` of |pred - target| and of |target| over the entries `mask` selects (motion `(..., 3)`,
+    mask broadcastable to `(...)`).
+
+    Their ratio is the relative reconstruction error of each motion axis (x, y, depth): 0 when kept, 1 when
+    decoded as no motion. Sums, so that clips can be pooled before dividing.
+    """
+    _check_same("pred", pred, "target", target)
+    if target.shape[-1] != 3:
+        raise InputError(f"motion must end in 3 axes, got {tuple(target.shape)}")
+    keep = mask.bool().expand(target.shape[:-1])
+    return (pred.float() - target.float()).abs()[keep].sum(0), target.float().abs()[keep].sum(0)
+
+
 def _check_same(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
     if a.shape != b.shape:
         raise InputError(f"`{name_a}` and `{name_b}` must have the same shape, got {tuple(a.shape)} and "
