@@ -185,3 +185,9 @@ def video_to_motion(video: torch.Tensor) -> torch.Tensor:
         raise InputError(f"motion video must have shape (3, T, H, W), got {tuple(video.shape)}")
     m = video.movedim(-4, -1)
     return m.reshape(*m.shape[:-3], -1, 3)
+
+
+def moving_tracks(video: torch.Tensor) -> torch.Tensor:
+    """Bool `(..., H, W)`: the tracks of a motion video `(..., 3, T, H, W)` that move in some frame."""
+    return video.abs().amax(dim=(-4, -3)) > 1e-4
+

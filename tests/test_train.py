@@ -257,10 +257,17 @@ def test_config_validation(tmp_path):
     train_depth = script("train_depth")
     parser = argparse.ArgumentParser()
     add_common_args(parser)
-    cfg_file = TRAIN_DIR / "configs" / "tiny_depth.yaml"
+    train_strag = script("train_strag")
+
+    def load_config(cls, config: str, *sets: str):
+        argv = ["--config", str(TRAIN_DIR / "configs" / config), "--set", *sets]
+        return config_from_args(cls, parser.parse_args(argv))
 
     def load(*sets: str):
-        return config_from_args(train_depth.DepthConfig, parser.parse_args(["--config", str(cfg_file), "--set", *sets]))
+        return load_config(train_depth.DepthConfig, "tiny_depth.yaml", *sets)
+
+    def load_strag(*sets: str):
+        return load_config(train_strag.STraGConfig, "tiny_strag.yaml", *sets)
 
     assert load("model.norm_groups=4").model.norm_groups == 4
     assert load("mixed_precision=no").mixed_precision == "no"  # YAML `no` is read as false
@@ -279,12 +286,6 @@ def test_config_validation(tmp_path):
         load("data.source=synth_pool", "data.pool_size=1")
     with pytest.raises(InputError, match="pool_chunk_size"):
         load("data.pool_chunk_size=0")
-
-    train_strag = script("train_strag")
-    strag_file = TRAIN_DIR / "configs" / "tiny_strag.yaml"
-
-    def load_strag(*sets: str):
-        return config_from_args(train_strag.STraGConfig, parser.parse_args(["--config", str(strag_file), "--set", *sets]))
 
     with pytest.raises(InputError, match="synth_pool"):
         load_strag("cache_latents=true", "data.source=synth_on_the_fly")

@@ -31,13 +31,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _lib.config import TrainConfig, add_common_args, check, config_from_args
-from _lib.data import EncodedPool, batches, motion_targets, moving_tracks, validation_batch
+from _lib.data import EncodedPool, batches, motion_targets, validation_batch
 from _lib.flow import flow_matching_loss
 from _lib.records import save_image_grid
 from _lib.run import Run, entry, load_init, trainable
 
 from more4d.eval.evaluate import prompt_swap
 from more4d.eval.metrics import displacement_epe
+from more4d.geometry import moving_tracks
 from more4d.models.strag_transformer import STraGTransformer
 from more4d.models.text_encoder import encode_prompt
 from more4d.pipelines.strag import STraGPipeline, encode_conditions

@@ -30,13 +30,13 @@ from typing import Literal
 
 import torch
 from _lib.config import TrainConfig, add_common_args, check, config_from_args
-from _lib.data import batches, motion_targets, moving_tracks, synth_config, validation_batch
+from _lib.data import batches, motion_targets, synth_config, validation_batch
 from _lib.records import save_image_grid
 from _lib.run import Run, ema_weights, entry, load_init, trainable
 
 from more4d.data.synth import generate_batch
 from more4d.eval.metrics import motion_axis_l1, psnr, track_epe
-from more4d.geometry import denormalize_motion, video_to_motion
+from more4d.geometry import denormalize_motion, moving_tracks, video_to_motion
 from more4d.models.strag import build_tiny_motion_vae
 
 
@@ -269,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = [[m[i, :, t].abs().sum(0).cpu().numpy() for t in ts] + [recon[i, :, t].abs().sum(0).cpu().numpy()
                                                                      for t in ts] for i in range(min(2, len(val)))]
         save_image_grid(path, rows, col_titles=[f"|m| t={t}" for t in ts] + [f"|recon| t={t}" for t in ts])
-        err, ref = motion_axis_l1(recon.movedim(1, -1), m.movedim(1, -1), moving_tracks(m)[:, None])
-        moving = moving_tracks(m).flatten(1)
+        moving = moving_tracks(m)
+        err, ref = motion_axis_l1(recon.movedim(1, -1), m.movedim(1, -1), moving[:, None])
+        moving = moving.flatten(1)
         return {**{f"val/moving_rel_{a}": float(e / r.clamp_min(1e-12)) for a, e, r in zip("xyz", err, ref)},
                 "val/epe_m": float(track_epe(pred, val.points, vis_n, valid).nanmean()),
                 "val/epe_moving_m": float(track_epe(pred, val.points, vis_n, valid & moving).nanmean()),

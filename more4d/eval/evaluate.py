@@ -45,6 +45,7 @@ from more4d.geometry import (
     denormalize_motion,
     motion_alphas,
     motion_to_video,
+    moving_tracks,
     normalize_motion,
     video_to_motion,
 )
@@ -241,10 +242,12 @@ def _evaluate_clip(batch: SynthBatch, strag: Any, vism: Any, mean_field: torch.T
         row["swap"] = swap
     # motion VAE reconstruction in metric units (GT motion, GT depth)
     mvae = strag.motion_vae
-    video = motion_to_video(m, H, W)[None].to(mvae.device, mvae.dtype)
+    video = motion_to_video(m, H, W)
+    moving = moving_tracks(video).flatten()
+    video = video[None].to(mvae.device, mvae.dtype)
     recon = video_to_motion(mvae.decode_motion(mvae.encode_motion(video))[0].float().cpu())
     row["vae_epe"] = float(track_epe(denormalize_motion(recon, gt[0], alphas), gt, vis, ok))
-    err, ref = motion_axis_l1(recon, m, m.abs().amax(dim=(0, 2)) > 1e-4)  # per axis, over moving tracks
+    err, ref = motion_axis_l1(recon, m, moving)  # per axis, over moving tracks
     row["vae_axis_l1"], row["vae_axis_ref"] = err.tolist(), ref.tolist()
     # ViSM on the novel camera: holes only
     truth_scene = Scene4D(points=gt, colors=clip.colors.float(), visibility=vis, K=clip.K.float(), image_size=(H, W),

@@ -249,8 +249,3 @@ def motion_targets(batch: SynthBatch) -> tuple[torch.Tensor, torch.Tensor, torch
     ms, valids = zip(*(normalize_motion(batch.points[b].float(), alphas[b]) for b in range(B)))
     m = motion_to_video(torch.stack(ms), H, W)
     return m, batch.visibility.view(B, T, H, W), torch.stack(valids), alphas
-
-
-def moving_tracks(m: torch.Tensor) -> torch.Tensor:
-    """Bool `(B, H, W)`: tracks of the motion video `(B, 3, T, H, W)` that move in some frame."""
-    return m.abs().amax(dim=(1, 2)) > 1e-4
