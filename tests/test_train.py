@@ -105,10 +105,22 @@ def small_vae_weights(tmp_path_factory) -> Path:
 def test_train_vae_rgb_resumes_then_motion(tmp_path, small_vae_weights):
     extra = [f"init_from={small_vae_weights}", "num_stat_clips=2", "data.pool_size=4"]
     train_and_resume("train_vae", "tiny_vae_rgb.yaml", tmp_path / "a", extra, ["vae"])
-    summary = run_script("train_vae", "tiny_motion_vae.yaml", tmp_path / "b", 2, extra)
+    summary = run_script("train_vae", "tiny_motion_vae.yaml", tmp_path / "b", 2, [*extra, "axis_balanced=true"])
     assert summary["complete"] and math.isfinite(summary["final_metrics"]["val/epe_m"])
     config = json.loads((tmp_path / "b" / "export" / "motion_vae" / "config.json").read_text())
     assert config["latents_std"] != [1.0] * 16  # normalisation set from the data at export
+
+
+def test_axis_weights_equalise_the_axes():
+    axis_weights = script("train_vae").axis_weights
+    m = torch.zeros(2, 3, 5, 4, 4)
+    m[:, 0, 1:, :2], m[:, 1, 1:, :2], m[:, 2, 1:, :2] = 0.1, -0.05, 0.4  # y moves half as far as x, depth 4x
+    weight = torch.zeros(2, 5, 4, 4)
+    weight[:, :, :2] = 1.0
+    w = axis_weights(m, weight).flatten()
+    assert torch.allclose(w * torch.tensor([0.1, 0.05, 0.4]), torch.full((3,), 0.55 / 3))  # equal weighted shares
+    m[:, 1] = 0.0  # an axis that does not move in the batch gets the capped weight, not inf
+    assert axis_weights(m, weight).flatten()[1] == script("train_vae").AXIS_WEIGHT_MAX
 
 
 def test_train_strag(tmp_path, tiny_weights):

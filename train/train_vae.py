@@ -14,7 +14,7 @@ end sets `latents_mean/std` from the data. Stage b (METHOD.md
 "Motion-sensitive VAE"): the VAE encoder is frozen; the encoder adaptor, the VAE decoder and the decoder adaptor
 are trained with an L1 loss on the normalised motion video, weighted by track visibility (hidden tracks weigh
 `hidden_weight`), with `depth_weighted` by frame-0 depth (so the loss follows the metric error) and by
-`moving_weight` on tracks that move. A tiny motion VAE can also start `from_scratch` (its own architecture, encoder
+`moving_weight` on tracks that move; `axis_balanced` gives the three motion axes equal shares. A tiny motion VAE can also start `from_scratch` (its own architecture, encoder
 trained) with `dense_clips` dense random videos per step whose plain reconstruction is added to the loss: without
 them a fresh tiny VAE learns to decode zero motion (REPORT "Session 5"). Validation reports the reconstruction
 end-point error in metric units after the inverse normalisation (`val/epe_m`), beside the error in m, and the
@@ -35,7 +35,7 @@ from _lib.records import save_image_grid
 from _lib.run import Run, ema_weights, entry, load_init, trainable
 
 from more4d.data.synth import generate_batch
-from more4d.eval.metrics import motion_axis_l1, psnr, track_epe
+from more4d.eval.metrics import motion_axis_l1, psnr, relative_error, track_epe
 from more4d.geometry import denormalize_motion, moving_tracks, video_to_motion
 from more4d.models.strag import build_tiny_motion_vae
 
@@ -53,6 +53,7 @@ class VAEConfig(TrainConfig):
     hidden_weight: float = 0.1         # stage b: loss weight of tracks hidden in a frame (visible ones weigh 1)
     depth_weighted: bool = True        # stage b: weigh each track by z0 / mean z0 (the metric error is |dm| * z0)
     moving_weight: float = 1.0         # stage b: extra weight of tracks that move (static backdrop dominates otherwise)
+    axis_balanced: bool = False        # stage b: weigh each motion axis by 1 / its mean |m| on moving tracks
     train_encoder_adaptor: bool = True  # the seed's code never trains it; the method does
     copy_encoder_from_vae: bool = True  # stage b: start the motion VAE's (frozen) encoder from `vae/`
     from_scratch: bool = False         # stage b, tiny: a fresh motion VAE of the preset's architecture (not init_from's)
@@ -186,6 +187,22 @@ def dense_videos(n: int, shape: tuple[int, int, int], seed: int, device: torch.d
     return torch.nn.functional.interpolate(low.to(device), size=shape, mode="trilinear", align_corners=True)
 
 
+AXIS_WEIGHT_MAX = 10.0  # cap of an axis weight when that axis barely moves in a batch
+
+
+def axis_weights(m: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-axis loss weights `(1, 3, 1, 1, 1)` of motion videos `m (B, 3, T, H, W)`: the mean over axes of the
+    `weight`-weighted mean |m_a| (`weight (B, T, H, W)`), divided by each axis's own.
+
+    In the tiny data depth motion on moving tracks is 2-3x the image-plane motion; a VAE trained on the plain L1
+    keeps depth and decodes x and y as no motion (REPORT "Session 7"). These weights give each axis an equal share.
+    """
+    w = weight.unsqueeze(1)
+    scale = (m.detach().abs() * w).sum(dim=(0, 2, 3, 4)) / w.sum().clamp_min(1e-12)
+    ratio = scale.mean() / scale.clamp_min(1e-12)
+    return ratio.clamp(max=AXIS_WEIGHT_MAX).view(1, 3, 1, 1, 1)
+
+
 def motion_step(forward: torch.nn.Module, batch, cfg: VAEConfig,
                 dense: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted L1 on the motion video (+ plain L1 on `dense` videos); `forward` is a `RoundTrip`."""
@@ -198,10 +215,11 @@ def motion_step(forward: torch.nn.Module, batch, cfg: VAEConfig,
         weight = weight * (z0 / (z0.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1))).view(B, 1, H, W)
     moving = moving_tracks(m)
     weight = weight * (1.0 + (cfg.moving_weight - 1.0) * moving.float()).unsqueeze(1)
-    err = (recon - m).abs().mean(dim=1)  # (B, T, H, W)
-    loss = (err * weight).sum() / weight.sum().clamp_min(1.0)
+    err = (recon - m).abs()  # (B, 3, T, H, W)
+    axes = axis_weights(m, weight * moving.unsqueeze(1)) if cfg.axis_balanced else 1.0
+    loss = ((err * axes).mean(dim=1) * weight).sum() / weight.sum().clamp_min(1.0)
     visible = vis & valid.view(B, 1, H, W)
-    logs = {"train/l1_visible": float((err.detach() * visible).sum() / visible.sum().clamp_min(1))}
+    logs = {"train/l1_visible": float((err.detach().mean(dim=1) * visible).sum() / visible.sum().clamp_min(1))}
     if dense is not None:
         dense_l1 = (dense_recon[0] - dense).abs().mean()
         loss = loss + dense_l1
@@ -272,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         moving = moving_tracks(m)
         err, ref = motion_axis_l1(recon.movedim(1, -1), m.movedim(1, -1), moving[:, None])
         moving = moving.flatten(1)
-        return {**{f"val/moving_rel_{a}": float(e / r.clamp_min(1e-12)) for a, e, r in zip("xyz", err, ref)},
+        return {**{f"val/moving_rel_{a}": float(v) for a, v in zip("xyz", relative_error(err, ref))},
                 "val/epe_m": float(track_epe(pred, val.points, vis_n, valid).nanmean()),
                 "val/epe_moving_m": float(track_epe(pred, val.points, vis_n, valid & moving).nanmean()),
                 "val/epe_static_m": float(track_epe(pred, val.points, vis_n, valid & ~moving).nanmean()),

@@ -38,6 +38,7 @@ from more4d.eval.metrics import (
     motion_axis_l1,
     nearest_fill,
     psnr,
+    relative_error,
     ssim,
     track_epe,
 )
@@ -151,7 +152,7 @@ def _axis_relative_error(rows: list[dict[str, Any]]) -> list[float]:
     """Per-axis relative L1 error of the motion VAE on moving tracks, pooled over clips (x, y, depth)."""
     err = torch.tensor([r["vae_axis_l1"] for r in rows]).sum(0)
     ref = torch.tensor([r["vae_axis_ref"] for r in rows]).sum(0)
-    return torch.where(ref > 0, err / ref.clamp_min(1e-12), torch.full_like(ref, math.nan)).tolist()
+    return relative_error(err, ref).tolist()
 
 
 def _summary(values: list[float]) -> float:

@@ -37,6 +37,12 @@ def motion_axis_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
     return (pred.float() - target.float()).abs()[keep].sum(0), target.float().abs()[keep].sum(0)
 
 
+def relative_error(err: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """`err / ref` elementwise (e.g. `motion_axis_l1`'s sums), NaN where the reference is below `eps` (an axis
+    that does not move has no relative error)."""
+    return torch.where(ref > eps, err / ref.clamp_min(eps), torch.full_like(ref, math.nan))
+
+
 def _check_same(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
     if a.shape != b.shape:
         raise InputError(f"`{name_a}` and `{name_b}` must have the same shape, got {tuple(a.shape)} and "
