@@ -14,7 +14,8 @@ end sets `latents_mean/std` from the data. Stage b (METHOD.md
 "Motion-sensitive VAE"): the VAE encoder is frozen; the encoder adaptor, the VAE decoder and the decoder adaptor
 are trained with an L1 loss on the normalised motion video, weighted by track visibility (hidden tracks weigh
 `hidden_weight`), with `depth_weighted` by frame-0 depth (so the loss follows the metric error) and by
-`moving_weight` on tracks that move; `axis_balanced` gives the three motion axes equal shares. A tiny motion VAE can also start `from_scratch` (its own architecture, encoder
+`moving_weight` on tracks that move; `axis_balanced` gives the three motion axes equal shares and
+`recon_loss: mse` squares the errors (with L1 a tiny VAE keeps only one axis). A tiny motion VAE can also start `from_scratch` (its own architecture, encoder
 trained) with `dense_clips` dense random videos per step whose plain reconstruction is added to the loss: without
 them a fresh tiny VAE learns to decode zero motion (REPORT "Session 5"). Validation reports the reconstruction
 end-point error in metric units after the inverse normalisation (`val/epe_m`), beside the error in m, and the
@@ -54,6 +55,7 @@ class VAEConfig(TrainConfig):
     depth_weighted: bool = True        # stage b: weigh each track by z0 / mean z0 (the metric error is |dm| * z0)
     moving_weight: float = 1.0         # stage b: extra weight of tracks that move (static backdrop dominates otherwise)
     axis_balanced: bool = False        # stage b: weigh each motion axis by 1 / its mean |m| on moving tracks
+    recon_loss: Literal["l1", "mse"] = "l1"  # stage b: per-element error of the motion (and dense) reconstruction
     train_encoder_adaptor: bool = True  # the seed's code never trains it; the method does
     copy_encoder_from_vae: bool = True  # stage b: start the motion VAE's (frozen) encoder from `vae/`
     from_scratch: bool = False         # stage b, tiny: a fresh motion VAE of the preset's architecture (not init_from's)
@@ -203,6 +205,15 @@ def axis_weights(m: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return ratio.clamp(max=AXIS_WEIGHT_MAX).view(1, 3, 1, 1, 1)
 
 
+def recon_error(abs_err: torch.Tensor, cfg: VAEConfig) -> torch.Tensor:
+    """The per-element loss of absolute errors: themselves (`l1`) or their squares (`mse`).
+
+    A tiny Wan VAE trained with L1 keeps one channel of its input and drops the other two, on motion videos and on
+    dense random images alike; with squared errors it learns several (REPORT "Session 8").
+    """
+    return abs_err if cfg.recon_loss == "l1" else abs_err.square()
+
+
 def motion_step(forward: torch.nn.Module, batch, cfg: VAEConfig,
                 dense: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted L1 on the motion video (+ plain L1 on `dense` videos); `forward` is a `RoundTrip`."""
@@ -217,13 +228,13 @@ def motion_step(forward: torch.nn.Module, batch, cfg: VAEConfig,
     weight = weight * (1.0 + (cfg.moving_weight - 1.0) * moving.float()).unsqueeze(1)
     err = (recon - m).abs()  # (B, 3, T, H, W)
     axes = axis_weights(m, weight * moving.unsqueeze(1)) if cfg.axis_balanced else 1.0
-    loss = ((err * axes).mean(dim=1) * weight).sum() / weight.sum().clamp_min(1.0)
+    loss = ((recon_error(err, cfg) * axes).mean(dim=1) * weight).sum() / weight.sum().clamp_min(1.0)
     visible = vis & valid.view(B, 1, H, W)
     logs = {"train/l1_visible": float((err.detach().mean(dim=1) * visible).sum() / visible.sum().clamp_min(1))}
     if dense is not None:
-        dense_l1 = (dense_recon[0] - dense).abs().mean()
-        loss = loss + dense_l1
-        logs["train/dense_l1"] = float(dense_l1.detach())
+        dense_err = (dense_recon[0] - dense).abs()
+        loss = loss + recon_error(dense_err, cfg).mean()
+        logs["train/dense_l1"] = float(dense_err.detach().mean())
     return loss, logs
 
 
