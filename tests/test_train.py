@@ -105,7 +105,7 @@ def small_vae_weights(tmp_path_factory) -> Path:
 def test_train_vae_rgb_resumes_then_motion(tmp_path, small_vae_weights):
     extra = [f"init_from={small_vae_weights}", "num_stat_clips=2", "data.pool_size=4"]
     train_and_resume("train_vae", "tiny_vae_rgb.yaml", tmp_path / "a", extra, ["vae"])
-    summary = run_script("train_vae", "tiny_motion_vae.yaml", tmp_path / "b", 2, [*extra, "axis_balanced=true", "recon_loss=mse", "dense_clips=1"])
+    summary = run_script("train_vae", "tiny_motion_vae.yaml", tmp_path / "b", 2, [*extra, "axis_balanced=true", "mse_weight=64", "dense_clips=1"])
     assert summary["complete"] and math.isfinite(summary["final_metrics"]["val/epe_m"])
     config = json.loads((tmp_path / "b" / "export" / "motion_vae" / "config.json").read_text())
     assert config["latents_std"] != [1.0] * 16  # normalisation set from the data at export

@@ -15,7 +15,7 @@ end sets `latents_mean/std` from the data. Stage b (METHOD.md
 are trained with an L1 loss on the normalised motion video, weighted by track visibility (hidden tracks weigh
 `hidden_weight`), with `depth_weighted` by frame-0 depth (so the loss follows the metric error) and by
 `moving_weight` on tracks that move; `axis_balanced` gives the three motion axes equal shares and
-`recon_loss: mse` squares the errors (with L1 a tiny VAE keeps only one axis). A tiny motion VAE can also start `from_scratch` (its own architecture, encoder
+`mse_weight` adds squared errors to the L1 (with L1 alone a tiny VAE keeps only one axis). A tiny motion VAE can also start `from_scratch` (its own architecture, encoder
 trained) with `dense_clips` dense random videos per step whose plain reconstruction is added to the loss: without
 them a fresh tiny VAE learns to decode zero motion (REPORT "Session 5"). Validation reports the reconstruction
 end-point error in metric units after the inverse normalisation (`val/epe_m`), beside the error in m, and the
@@ -55,7 +55,8 @@ class VAEConfig(TrainConfig):
     depth_weighted: bool = True        # stage b: weigh each track by z0 / mean z0 (the metric error is |dm| * z0)
     moving_weight: float = 1.0         # stage b: extra weight of tracks that move (static backdrop dominates otherwise)
     axis_balanced: bool = False        # stage b: weigh each motion axis by 1 / its mean |m| on moving tracks
-    recon_loss: Literal["l1", "mse"] = "l1"  # stage b: per-element error of the motion (and dense) reconstruction
+    l1_weight: float = 1.0             # stage b: per-element loss l1_weight |e| + mse_weight e^2 of the reconstruction
+    mse_weight: float = 0.0            #   (motion and dense videos); L1 alone keeps one axis, squares share them out
     train_encoder_adaptor: bool = True  # the seed's code never trains it; the method does
     copy_encoder_from_vae: bool = True  # stage b: start the motion VAE's (frozen) encoder from `vae/`
     from_scratch: bool = False         # stage b, tiny: a fresh motion VAE of the preset's architecture (not init_from's)
@@ -71,6 +72,8 @@ class VAEConfig(TrainConfig):
         check(0 <= self.motion_fraction <= 1, "motion_fraction", "in [0, 1]", self.motion_fraction)
         check(self.motion_gain is None or self.motion_gain > 0, "motion_gain", "> 0", self.motion_gain)
         check(self.dense_clips >= 0, "dense_clips", ">= 0", self.dense_clips)
+        check(min(self.l1_weight, self.mse_weight) >= 0 and self.l1_weight + self.mse_weight > 0,
+              "l1_weight/mse_weight", ">= 0, not both 0", (self.l1_weight, self.mse_weight))
         if self.from_scratch:
             check(self.preset == "tiny", "preset", "'tiny' with from_scratch (full scale starts from Wan's VAE)",
                   self.preset)
@@ -206,12 +209,13 @@ def axis_weights(m: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def recon_error(abs_err: torch.Tensor, cfg: VAEConfig) -> torch.Tensor:
-    """The per-element loss of absolute errors: themselves (`l1`) or their squares (`mse`).
+    """The per-element loss of absolute errors `e`: `l1_weight e + mse_weight e^2`.
 
-    A tiny Wan VAE trained with L1 keeps one channel of its input and drops the other two, on motion videos and on
-    dense random images alike; with squared errors it learns several (REPORT "Session 8").
+    A tiny Wan VAE trained with L1 alone keeps one channel of its input and drops the other two, on motion videos and
+    on dense random images alike; with squared errors it learns all three, but less precisely where errors are small
+    (static tracks): the sum takes both (REPORT "Session 8").
     """
-    return abs_err if cfg.recon_loss == "l1" else abs_err.square()
+    return cfg.l1_weight * abs_err + cfg.mse_weight * abs_err.square()
 
 
 def motion_step(forward: torch.nn.Module, batch, cfg: VAEConfig,

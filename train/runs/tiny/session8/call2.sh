@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 8, call 2: motion VAEs trained with squared errors (recon_loss=mse). Call 1 (L1) kept at most one axis in
+# Session 8, call 2: motion VAEs trained with squared errors (l1_weight=0 mse_weight=1). Call 1 (L1) kept at most one axis in
 # every recipe; on this CPU a fresh tiny Wan VAE trained with L1 on dense random images learns one colour channel and
 # drops two, with MSE it learns them all (REPORT "Session 8"). 17x64x64, batch 32, CUDA graphs, no dense videos.
 #   A: encoder + decoder copied from the RGB vae/, adaptors reset to gain 8
@@ -12,7 +12,7 @@ MIN=${1:-6.5}
 S=train/outputs/s8c2
 mkdir -p $S
 common=(data.batch_size=32 validation_steps=250 num_validation_clips=8 max_grad_norm=1000 checkpointing_steps=500
-        cuda_graphs=true dense_clips=0 recon_loss=mse)
+        cuda_graphs=true dense_clips=0 l1_weight=0 mse_weight=1)
 rgb=(from_scratch=false copy_encoder_from_vae=true copy_decoder_from_vae=true motion_gain=8)
 run() {  # run NAME overrides...
   local name=$1; shift
