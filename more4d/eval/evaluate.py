@@ -208,6 +208,28 @@ def evaluate(model: str = "tiny", weights_dir: str | os.PathLike | None = None, 
     return _report(rows, model, num_clips, seed_start, str(dev), time.monotonic() - t0, sampler)
 
 
+def motion_vae_reconstruction(mvae: Any, clip: Any) -> dict[str, Any]:
+    """The motion VAE's round trip of a clip's true motion (true depth): `vae_epe`, the end-point error in metric
+    units, and `vae_axis_l1` / `vae_axis_ref`, the per-axis sums of `motion_axis_l1` over moving tracks."""
+    gt, vis = clip.points.float(), clip.visibility
+    T, H, W = clip.frames.shape[:3]
+    alphas = motion_alphas(clip.K.float(), (H, W))
+    m, ok = normalize_motion(gt, alphas)
+    video = motion_to_video(m, H, W)
+    moving = moving_tracks(video).flatten()
+    with torch.no_grad():
+        recon = mvae.decode_motion(mvae.encode_motion(video[None].to(mvae.device, mvae.dtype)))
+    recon = video_to_motion(recon[0].float().cpu())
+    err, ref = motion_axis_l1(recon, m, moving)
+    return {"vae_epe": float(track_epe(denormalize_motion(recon, gt[0], alphas), gt, vis, ok)),
+            "vae_axis_l1": err.tolist(), "vae_axis_ref": ref.tolist()}
+
+
+def motion_vae_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's motion VAE entry from rows holding `motion_vae_reconstruction`'s fields."""
+    return {"recon_epe_metric": _summary([r["vae_epe"] for r in rows]), "axis_relative_error": _axis_relative_error(rows)}
+
+
 def _evaluate_clip(batch: SynthBatch, strag: Any, vism: Any, mean_field: torch.Tensor, steps: int | None,
                    guidance: float | None, vism_steps: int) -> dict[str, Any]:
     from more4d.pipelines.vism_conditioning import clip_view
@@ -228,7 +250,7 @@ def _evaluate_clip(batch: SynthBatch, strag: Any, vism: Any, mean_field: torch.T
     # STraG with predicted depth, baselines and the GT-motion oracle from the same frame-0 points; end to end and
     # displacements only (motion_*)
     alphas = motion_alphas(clip.K.float(), (H, W))
-    m, ok = normalize_motion(gt, alphas)
+    m, _ = normalize_motion(gt, alphas)
     scene = strag(image, clip.caption, num_frames=T, num_inference_steps=steps, guidance_scale=guidance, seed=0)
     p0 = scene.points[0]
     for suffix, tracks in (("", scene.points), ("_zero", p0.expand_as(gt)),
@@ -241,15 +263,7 @@ def _evaluate_clip(batch: SynthBatch, strag: Any, vism: Any, mean_field: torch.T
                                              guidance_scale=guidance, seed=0), clip.caption, scene, gt, clip.K.float())
     if swap is not None:
         row["swap"] = swap
-    # motion VAE reconstruction in metric units (GT motion, GT depth)
-    mvae = strag.motion_vae
-    video = motion_to_video(m, H, W)
-    moving = moving_tracks(video).flatten()
-    video = video[None].to(mvae.device, mvae.dtype)
-    recon = video_to_motion(mvae.decode_motion(mvae.encode_motion(video))[0].float().cpu())
-    row["vae_epe"] = float(track_epe(denormalize_motion(recon, gt[0], alphas), gt, vis, ok))
-    err, ref = motion_axis_l1(recon, m, moving)  # per axis, over moving tracks
-    row["vae_axis_l1"], row["vae_axis_ref"] = err.tolist(), ref.tolist()
+    row.update(motion_vae_reconstruction(strag.motion_vae, clip))
     # ViSM on the novel camera: holes only
     truth_scene = Scene4D(points=gt, colors=clip.colors.float(), visibility=vis, K=clip.K.float(), image_size=(H, W),
                           fps=clip.fps, prompt=clip.caption)
@@ -297,7 +311,7 @@ def _report(rows: list[dict[str, Any]], model: str, num_clips: int, seed_start: 
                   "pass": bool(motion <= 0.6 * motion_zero and motion < motion_mean),
                   "per_motion_type": {k: {"clips": len(v), **strag_means(v)} for k, v in sorted(per_type.items())},
                   "prompt_swap": {"clips": len(swaps), "follow_rate": sum(swaps) / len(swaps) if swaps else math.nan}},
-        "motion_vae": {"recon_epe_metric": mean("vae_epe"), "axis_relative_error": _axis_relative_error(rows)},
+        "motion_vae": motion_vae_summary(rows),
         "vism": {"hole_psnr": h, "hole_psnr_render": hr, "hole_psnr_nearest": hn,
                  "hole_ssim": mean("hole_ssim"), "hole_ssim_render": mean("hole_ssim_render"),
                  "hole_ssim_nearest": mean("hole_ssim_nearest"), "full_psnr": mean("full_psnr"),
