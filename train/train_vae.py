@@ -14,9 +14,9 @@ end sets `latents_mean/std` from the data. Stage b (METHOD.md
 "Motion-sensitive VAE"): the VAE encoder is frozen; the encoder adaptor, the VAE decoder and the decoder adaptor
 are trained with an L1 loss on the normalised motion video, weighted by track visibility (hidden tracks weigh
 `hidden_weight`), with `depth_weighted` by frame-0 depth (so the loss follows the metric error) and by
-`moving_weight` on tracks that move; `axis_balanced` gives the three motion axes equal shares and
-`mse_weight` adds squared errors to the L1 (with L1 alone a tiny VAE keeps only one axis). A tiny motion VAE can also start `from_scratch` (its own architecture, encoder
-trained) with `dense_clips` dense random videos per step whose plain reconstruction is added to the loss: without
+`moving_weight` on tracks that move; `axis_balanced` gives the three motion axes equal shares, and `l1_weight` /
+`mse_weight` mix in squared errors (with L1 alone a tiny VAE keeps one axis). A tiny motion VAE can also start
+`from_scratch` (its own architecture, encoder trained) with `dense_clips` dense random videos per step whose plain reconstruction is added to the loss: without
 them a fresh tiny VAE learns to decode zero motion (REPORT "Session 5"). Validation reports the reconstruction
 end-point error in metric units after the inverse normalisation (`val/epe_m`), beside the error in m, and the
 relative error of each motion axis on moving tracks (`val/moving_rel_{x,y,z}`: 1 = that axis is decoded as no
@@ -199,8 +199,9 @@ def axis_weights(m: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Per-axis loss weights `(1, 3, 1, 1, 1)` of motion videos `m (B, 3, T, H, W)`: the mean over axes of the
     `weight`-weighted mean |m_a| (`weight (B, T, H, W)`), divided by each axis's own.
 
-    In the tiny data depth motion on moving tracks is 2-3x the image-plane motion; a VAE trained on the plain L1
-    keeps depth and decodes x and y as no motion (REPORT "Session 7"). These weights give each axis an equal share.
+    In the tiny data depth motion on moving tracks is 2-3x the image-plane motion; these weights give each axis an
+    equal share of the loss. With L1 they do not bring back a lost axis; with squared errors they help (REPORT
+    "Session 8").
     """
     w = weight.unsqueeze(1)
     scale = (m.detach().abs() * w).sum(dim=(0, 2, 3, 4)) / w.sum().clamp_min(1e-12)
@@ -220,7 +221,7 @@ def recon_error(abs_err: torch.Tensor, cfg: VAEConfig) -> torch.Tensor:
 
 def motion_step(forward: torch.nn.Module, batch, cfg: VAEConfig,
                 dense: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted L1 on the motion video (+ plain L1 on `dense` videos); `forward` is a `RoundTrip`."""
+    """Weighted `recon_error` on the motion video (+ its plain mean on `dense` videos); `forward` is a `RoundTrip`."""
     m, vis, valid, _ = motion_targets(batch)
     recon, *dense_recon = forward(m, *([] if dense is None else [dense]))
     B, _, T, H, W = m.shape

@@ -24,11 +24,12 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
+from more4d.data.formats import TrajClip
 from more4d.data.synth import SynthBatch, SynthConfig, generate_batch
 from more4d.errors import InputError
 from more4d.eval.metrics import (
@@ -51,6 +52,9 @@ from more4d.geometry import (
     video_to_motion,
 )
 from more4d.io import atomic_write
+
+if TYPE_CHECKING:
+    from more4d.models.motion_vae import MotionVAE
 
 HELD_OUT_SEED_START = 1_000_000_000
 MEAN_MOTION_SIZE = 64  # the mean field is stored at 64 x 64 and resized bilinearly
@@ -208,7 +212,7 @@ def evaluate(model: str = "tiny", weights_dir: str | os.PathLike | None = None, 
     return _report(rows, model, num_clips, seed_start, str(dev), time.monotonic() - t0, sampler)
 
 
-def motion_vae_reconstruction(mvae: Any, clip: Any) -> dict[str, Any]:
+def motion_vae_reconstruction(mvae: MotionVAE, clip: TrajClip) -> dict[str, Any]:
     """The motion VAE's round trip of a clip's true motion (true depth): `vae_epe`, the end-point error in metric
     units, and `vae_axis_l1` / `vae_axis_ref`, the per-axis sums of `motion_axis_l1` over moving tracks."""
     gt, vis = clip.points.float(), clip.visibility
