@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 8, call 2: motion VAEs trained with squared errors (l1_weight=0 mse_weight=1). Call 1 (L1) kept at most one axis in
+# Session 8, call 2: motion VAEs trained with squared errors (l1_weight=0 mse_weight=1; the run used the option's
+# first form, `recon_loss=mse`, the same loss: see each run's summary.json). Call 1 (L1) kept at most one axis in
 # every recipe; on this CPU a fresh tiny Wan VAE trained with L1 on dense random images learns one colour channel and
 # drops two, with MSE it learns them all (REPORT "Session 8"). 17x64x64, batch 32, CUDA graphs, no dense videos.
 #   A: encoder + decoder copied from the RGB vae/, adaptors reset to gain 8
