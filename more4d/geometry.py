@@ -190,4 +190,3 @@ def video_to_motion(video: torch.Tensor) -> torch.Tensor:
 def moving_tracks(video: torch.Tensor) -> torch.Tensor:
     """Bool `(..., H, W)`: the tracks of a motion video `(..., 3, T, H, W)` that move in some frame."""
     return video.abs().amax(dim=(-4, -3)) > 1e-4
-

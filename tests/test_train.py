@@ -105,7 +105,8 @@ def small_vae_weights(tmp_path_factory) -> Path:
 def test_train_vae_rgb_resumes_then_motion(tmp_path, small_vae_weights):
     extra = [f"init_from={small_vae_weights}", "num_stat_clips=2", "data.pool_size=4"]
     train_and_resume("train_vae", "tiny_vae_rgb.yaml", tmp_path / "a", extra, ["vae"])
-    summary = run_script("train_vae", "tiny_motion_vae.yaml", tmp_path / "b", 2, [*extra, "axis_balanced=true", "mse_weight=64", "dense_clips=1"])
+    motion = [*extra, "axis_balanced=true", "mse_weight=64", "dense_clips=1"]
+    summary = run_script("train_vae", "tiny_motion_vae.yaml", tmp_path / "b", 2, motion)
     assert summary["complete"] and math.isfinite(summary["final_metrics"]["val/epe_m"])
     config = json.loads((tmp_path / "b" / "export" / "motion_vae" / "config.json").read_text())
     assert config["latents_std"] != [1.0] * 16  # normalisation set from the data at export
@@ -305,5 +306,8 @@ def test_config_validation(tmp_path):
         load_strag("train_text_encoder=true", "preset=wan2.1-14b")
     with pytest.raises(InputError, match="moving_weight"):
         load_strag("moving_weight=0")
+    for bad in (["l1_weight=0"], ["mse_weight=-1"]):  # the motion VAE's loss needs a positive, non-empty mix
+        with pytest.raises(InputError, match="l1_weight/mse_weight"):
+            load_config(script("train_vae").VAEConfig, "tiny_motion_vae.yaml", *bad)
     with pytest.raises(InputError, match="does not exist"):
         config_from_args(train_depth.DepthConfig, parser.parse_args(["--config", str(tmp_path / "none.yaml")]))

@@ -16,8 +16,8 @@ are trained with an L1 loss on the normalised motion video, weighted by track vi
 `hidden_weight`), with `depth_weighted` by frame-0 depth (so the loss follows the metric error) and by
 `moving_weight` on tracks that move; `axis_balanced` gives the three motion axes equal shares, and `l1_weight` /
 `mse_weight` mix in squared errors (with L1 alone a tiny VAE keeps one axis). A tiny motion VAE can also start
-`from_scratch` (its own architecture, encoder trained) with `dense_clips` dense random videos per step whose plain reconstruction is added to the loss: without
-them a fresh tiny VAE learns to decode zero motion (REPORT "Session 5"). Validation reports the reconstruction
+`from_scratch` (its own architecture, encoder trained) with `dense_clips` dense random videos per step whose plain
+reconstruction is added to the loss: without them a fresh tiny VAE learns to decode zero motion (REPORT "Session 5"). Validation reports the reconstruction
 end-point error in metric units after the inverse normalisation (`val/epe_m`), beside the error in m, and the
 relative error of each motion axis on moving tracks (`val/moving_rel_{x,y,z}`: 1 = that axis is decoded as no
 motion; session 7 found the shipped tiny motion VAE at about 1 on x and y).
