@@ -145,8 +145,8 @@ def _toy_run(tmp_path: Path, **overrides):
     from _lib.config import TrainConfig
     from _lib.run import Run
 
-    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=4, mixed_precision="no", log_steps=1,
-                      checkpointing_steps=1, lr_warmup_steps=0, **overrides)
+    options = dict(max_steps=4, mixed_precision="no", log_steps=1, checkpointing_steps=1, lr_warmup_steps=0)
+    cfg = TrainConfig(output_dir=str(tmp_path), **{**options, **overrides})
     run = Run(cfg, "toy", [])
     model = torch.nn.Linear(3, 2)
     opt = run.optimizer(list(model.parameters()))
@@ -250,6 +250,46 @@ def test_run_checkpoint_limit_budget_and_export(tmp_path):
     assert (tmp_path / "checkpoints" / "checkpoint-4" / "ema" / "toy" / "model.safetensors").is_file()
     summary = run.finish(stop)
     assert summary["complete"] and (tmp_path / "export" / "toy" / "model.safetensors").is_file()
+
+
+def test_run_keeps_the_best_checkpoint_and_takes_a_new_learning_rate_on_resume(tmp_path):
+    from accelerate.state import AcceleratorState
+    from safetensors.torch import load_file
+
+    from more4d.errors import InputError
+
+    def train(run, model, opt, sched, scores: dict[int, float]) -> None:
+        run.fit(lambda x: (model(x).pow(2).mean(), {}), _batches(), opt, sched, list(model.parameters()),
+                samples_per_batch=4, validate=lambda step: {"val/score": scores[step]})
+
+    best = tmp_path / "checkpoints" / "best"
+    run, *rest = _toy_run(tmp_path, best_metric="val/score", validation_steps=1, checkpoints_total_limit=1)
+    train(run, *rest, {1: 3.0, 2: 1.0, 3: 2.0, 4: 5.0})
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-4"]  # the rolling limit does not touch best/
+    state = json.loads((best / "train_state.json").read_text())
+    assert state["step"] == 2 and state["best"] == {"metric": "val/score", "value": 1.0}
+    assert not list((tmp_path / "checkpoints").glob("*.partial"))
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    run, model, opt, sched = _toy_run(tmp_path, best_metric="val/score", validation_steps=1, learning_rate=3e-4,
+                                      max_steps=6)
+    assert run.resume("latest") == 4 and run.best == 1.0  # the best so far comes back with the run
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([3e-4])  # not the checkpoint's 1e-4
+    train(run, model, opt, sched, {5: 2.0, 6: 0.5})
+    assert json.loads((best / "train_state.json").read_text())["step"] == 6
+    assert sched.get_last_lr() == pytest.approx([3e-4])
+
+    run.cfg.best_metric = "val/epe"
+    with pytest.raises(InputError, match="best_metric 'val/epe' is not logged"):
+        run._keep_best({"val/score": 1.0})
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # export the best: resume it, with no step to run
+    run, *rest = _toy_run(tmp_path / "exported", max_steps=6, export_dir=str(tmp_path / "export"))
+    assert run.resume(str(best)) == 6
+    train(run, *rest, {})
+    run.finish("max_steps")
+    exported, ema = (load_file(str(f / "toy" / "model.safetensors")) for f in (tmp_path / "export", best / "ema"))
+    assert all(torch.equal(t, ema[k].half()) for k, t in exported.items())  # the best's EMA weights, in fp16
 
 
 def test_run_time_budget_stops_cleanly(tmp_path):

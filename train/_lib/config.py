@@ -59,6 +59,8 @@ class TrainConfig:
     init_from: str | None = None       # weights folder in the preset's layout: initial + frozen components
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = 3
+    best_metric: str | None = None     # a validation metric (e.g. val/epe_m): its best value keeps checkpoints/best
+    best_mode: Literal["min", "max"] = "min"
     validation_steps: int = 500
     num_validation_clips: int = 4
     log_steps: int = 10
@@ -95,6 +97,8 @@ class TrainConfig:
         check(0.0 <= self.ema_decay < 1.0, "ema_decay", "in [0, 1)", self.ema_decay)
         limit = self.checkpoints_total_limit
         check(limit is None or limit >= 1, "checkpoints_total_limit", ">= 1 or null", limit)
+        check(self.best_metric is None or self.best_metric.startswith("val/"), "best_metric",
+              "a validation metric (val/...) or null", self.best_metric)
         d = self.data
         check((d.num_frames - 1) % 4 == 0 and d.num_frames > 0, "data.num_frames", "4k + 1", d.num_frames)
         for name in ("height", "width"):

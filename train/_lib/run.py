@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.scheduler import AcceleratedScheduler
 from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -42,6 +43,7 @@ from more4d.errors import InputError
 from more4d.io import atomic_write
 
 CHECKPOINT_PREFIX = "checkpoint-"
+BEST_CHECKPOINT = "best"           # checkpoints/best: the best validation so far (best_metric), never pruned
 RAW_WEIGHTS_NAME = "model.safetensors"
 
 
@@ -153,6 +155,8 @@ class Run:
         self.wrapped: list[torch.nn.Module] = []
         self.no_export: set[str] = set()
         self.last_metrics: dict[str, float] = {}
+        self.best: float | None = None    # best value of cfg.best_metric in this output_dir
+        self._schedulers: list[Any] = []
         self._validated, self._validated_metrics = -1, {}
         self.command = " ".join([Path(sys.argv[0]).name if argv is None else f"train_{name}.py", *(
             sys.argv[1:] if argv is None else argv)])
@@ -196,7 +200,10 @@ class Run:
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
         if plugin is not None:
             plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = self.cfg.data.batch_size
-        return self.accelerator.prepare(*objs)
+        prepared = self.accelerator.prepare(*objs)
+        self._schedulers += [o for o in (prepared if isinstance(prepared, tuple) else (prepared,))
+                             if isinstance(o, AcceleratedScheduler)]
+        return prepared
 
     def graphed(self, module: torch.nn.Module, *sample_args: torch.Tensor) -> Callable[..., Any]:
         """`module` with its forward and backward captured as CUDA graphs when `cuda_graphs` is set, else itself.
@@ -245,7 +252,8 @@ class Run:
     def _train_state(self) -> dict[str, Any]:
         return {"step": self.step, "nonfinite": self.nonfinite, "wall_s": self.wall_before + self.elapsed_s,
                 "ema_steps": {k: e.optimization_step for k, e in self.emas.items()},
-                "model": config_to_dict(self.cfg).get("model")}
+                "model": config_to_dict(self.cfg).get("model"),
+                "best": {"metric": self.cfg.best_metric, "value": self.best}}
 
     def _load_hook(self, models: list, input_dir: str) -> None:
         if self.sharded:
@@ -269,19 +277,28 @@ class Run:
         found = [p for p in folder.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "train_state.json").is_file()]
         return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
 
-    def save_checkpoint(self) -> Path:
-        path = self.out / "checkpoints" / f"{CHECKPOINT_PREFIX}{self.step}"
+    def save_checkpoint(self, name: str | None = None) -> Path:
+        """Save the full state as `checkpoints/checkpoint-<step>` (the newest `checkpoints_total_limit` are kept)
+        or, given `name`, as `checkpoints/<name>` (never pruned).
+
+        The state is written to `<folder>.partial` and renamed when complete, so a crash mid-save leaves the
+        previous checkpoint of that name intact; older checkpoints are pruned only after the new one exists.
+        """
+        path = self.out / "checkpoints" / (name or f"{CHECKPOINT_PREFIX}{self.step}")
+        partial = path.with_name(path.name + ".partial")
+        if self.is_main and partial.exists():
+            shutil.rmtree(partial)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(partial))
         if self.is_main:
-            limit = self.cfg.checkpoints_total_limit
-            old = [p for p in self.checkpoints() if p != path]
-            for stale in old[: max(0, len(old) + 1 - limit)] if limit else []:
-                shutil.rmtree(stale)
+            (partial / "train_state.json").write_text(json.dumps(self._train_state(), indent=1))
             if path.exists():
                 shutil.rmtree(path)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(path))
-        if self.is_main:  # written last: its presence marks a complete checkpoint
-            (path / "train_state.json").write_text(json.dumps(self._train_state(), indent=1))
+            partial.rename(path)
+            limit = self.cfg.checkpoints_total_limit
+            rolling = self.checkpoints()
+            for stale in rolling[: max(0, len(rolling) - limit)] if limit and name is None else []:
+                shutil.rmtree(stale)
         self.accelerator.wait_for_everyone()
         return path
 
@@ -307,6 +324,8 @@ class Run:
             raise InputError(f"checkpoint {str(path)!r} was trained with a different model config (keys {diff}); "
                              "use the same config or a new --output-dir")
         self.accelerator.load_state(str(path))
+        self._apply_learning_rate()
+        self.best = self._saved_best()
         for name, ema in self.emas.items():
             ema.optimization_step = int(state.get("ema_steps", {}).get(name, state["step"]))
         self.step = self.start_step = int(state["step"])
@@ -314,6 +333,46 @@ class Run:
         self.wall_before = float(state.get("wall_s", 0.0))
         self.accelerator.print(f"resumed from {path} at step {self.step}")
         return self.step
+
+    def _apply_learning_rate(self) -> None:
+        """After loading a checkpoint, scale its schedule to this config's `learning_rate` if that changed."""
+        for sched in self._schedulers:
+            inner = sched.scheduler
+            ratio = self.cfg.learning_rate / inner.base_lrs[0]
+            if math.isclose(ratio, 1.0, rel_tol=1e-6):
+                continue
+            self.accelerator.print(f"learning_rate {inner.base_lrs[0]:g} in the checkpoint -> "
+                                   f"{self.cfg.learning_rate:g} (this config)")
+            inner.base_lrs = [lr * ratio for lr in inner.base_lrs]
+            for group in inner.optimizer.param_groups:
+                for key in ("lr", "initial_lr"):
+                    if key in group:
+                        group[key] *= ratio
+
+    def _saved_best(self) -> float | None:
+        """The value recorded in this output_dir's `checkpoints/best`, if it was kept for the same metric."""
+        state_file = self.out / "checkpoints" / BEST_CHECKPOINT / "train_state.json"
+        if self.cfg.best_metric is None or not state_file.is_file():
+            return None
+        best = json.loads(state_file.read_text()).get("best") or {}
+        return best.get("value") if best.get("metric") == self.cfg.best_metric else None
+
+    def _keep_best(self, metrics: dict[str, float]) -> None:
+        """Save `checkpoints/best` when `best_metric` improved on its best value in this output_dir."""
+        name, improved = self.cfg.best_metric, True
+        if name is None:
+            return
+        if self.is_main:
+            if name not in metrics:
+                raise InputError(f"best_metric {name!r} is not logged by {self.name}'s validation; it logs "
+                                 f"{sorted(metrics)}")
+            value, sign = metrics[name], 1.0 if self.cfg.best_mode == "min" else -1.0
+            improved = math.isfinite(value) and (self.best is None or sign * value < sign * self.best)
+        if self._all_true(improved):  # every rank takes the main process's decision
+            if self.is_main:
+                self.best = value
+                self.accelerator.print(f"step {self.step}: new best {name}={value:.4g} -> checkpoints/{BEST_CHECKPOINT}")
+            self.save_checkpoint(BEST_CHECKPOINT)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def _all_true(self, flag: bool) -> bool:
@@ -430,6 +489,7 @@ class Run:
                                                                                metrics.items()))
         self.accelerator.wait_for_everyone()
         self._validated, self._validated_metrics = self.step, metrics
+        self._keep_best(metrics)
         return metrics
 
     # -- the end ----------------------------------------------------------------------------------------------
