@@ -5,13 +5,14 @@
 #           from $WEIGHTS and exports into it)
 #   stage1  depth || RGB VAE                (in parallel on the GPU)        $STAGE1_MIN minutes
 #   vae     RGB VAE alone (ViSM's VAE)                                      $STAGE1_MIN minutes
-#   stage2  motion VAE, from scratch (CUDA-graphed step on a GPU)            $STAGE2_MIN minutes
+#   stage2  motion VAE: from scratch with L1, then continued with squared errors (which keep x and y motion;
+#           CUDA-graphed step on a GPU)                                   2 x $STAGE2_MIN minutes
 #   stage3  4D-STraG || 4D-ViSM (need motion_vae/, vae/)                      $STAGE3_MIN minutes
 #   strag   4D-STraG alone (after a motion VAE change: its latents are STraG's targets)  $STAGE3_MIN minutes
 #   check   size of $WEIGHTS (<= 32 MB) and a load test of the tiny preset
 #   all     every step above in order (default)
 #
-#   train/tiny_all.sh                      # everything (about 6 + 5 + 9 minutes + start-up)
+#   train/tiny_all.sh                      # everything (about 6 + 8 + 9 minutes + start-up)
 #   STAGE3_MIN=9 train/tiny_all.sh stage3  # one more slot of STraG || ViSM: each run resumes from its checkpoint
 #
 # Every run exports fp16 weights into $WEIGHTS at each clean exit (complete or out of time) and writes its record
@@ -27,7 +28,7 @@ WEIGHTS=${WEIGHTS:-$SHIPPED}  # on the device tool use an ignored folder (train/
 RUNS=${RUNS:-train/outputs/tiny}
 RECORDS=${RECORDS:-train/runs/tiny}
 STAGE1_MIN=${STAGE1_MIN:-6}
-STAGE2_MIN=${STAGE2_MIN:-5}
+STAGE2_MIN=${STAGE2_MIN:-4}
 STAGE3_MIN=${STAGE3_MIN:-9}
 MAX_MB=32
 
@@ -91,6 +92,10 @@ stage2() {
   local gpu
   gpu=$($PY -c "import torch; print(str(torch.cuda.is_available()).lower())")
   train motion_vae train_vae.py tiny_motion_vae.yaml "$STAGE2_MIN" cuda_graphs="$gpu"
+  # REPORT "Session 8": L1 alone keeps one motion axis; its checkpoints/best is kept should the loss spike (session 9)
+  train motion_vae_mse train_vae.py tiny_motion_vae.yaml "$STAGE2_MIN" cuda_graphs="$gpu" from_scratch=false \
+    copy_encoder_from_vae=false copy_decoder_from_vae=false motion_gain=null dense_clips=0 axis_balanced=true \
+    l1_weight=0 mse_weight=1 data.batch_size=32 validation_steps=200 best_metric=val/epe_m
 }
 stage3() { parallel strag train_strag.py tiny_strag.yaml "$STAGE3_MIN" vism train_vism.py tiny_vism.yaml "$STAGE3_MIN"; }
 strag() { train strag train_strag.py tiny_strag.yaml "$STAGE3_MIN"; }
