@@ -269,6 +269,10 @@ def test_run_keeps_the_best_checkpoint_and_takes_a_new_learning_rate_on_resume(t
     state = json.loads((best / "train_state.json").read_text())
     assert state["step"] == 2 and state["best"] == {"metric": "val/score", "value": 1.0}
     assert not list((tmp_path / "checkpoints").glob("*.partial"))
+    crashed = tmp_path / "checkpoints" / "checkpoint-9.partial"  # a save cut short: never taken for a checkpoint
+    crashed.mkdir()
+    (crashed / "train_state.json").write_text("{}")
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-4"]
 
     AcceleratorState._reset_state(reset_partial_state=True)
     run, model, opt, sched = _toy_run(tmp_path, best_metric="val/score", validation_steps=1, learning_rate=3e-4,

@@ -274,7 +274,8 @@ class Run:
         folder = self.out / "checkpoints"
         if not folder.is_dir():
             return []
-        found = [p for p in folder.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "train_state.json").is_file()]
+        found = [p for p in folder.iterdir() if p.name.startswith(CHECKPOINT_PREFIX)
+                 and p.name[len(CHECKPOINT_PREFIX):].isdigit() and (p / "train_state.json").is_file()]
         return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
 
     def save_checkpoint(self, name: str | None = None) -> Path:
@@ -290,6 +291,7 @@ class Run:
             shutil.rmtree(partial)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(partial))
+        self.accelerator.wait_for_everyone()
         if self.is_main:
             (partial / "train_state.json").write_text(json.dumps(self._train_state(), indent=1))
             if path.exists():
