@@ -69,7 +69,6 @@ def test_prompt_swap_follows_only_a_flipped_motion():
     assert prompt_swap(lambda c: scene, "a ball spins", scene, gt, K) is None
 
 
-
 class _RoundTrip(torch.nn.Module):
     """A stand-in motion VAE whose round trip scales the motion by `gain` (1: perfect, 0: decodes no motion)."""
 

@@ -10,17 +10,17 @@
 
 Stage a: L1 + KL on RGB videos in [-1, 1] (pixels that change over time weigh `1 + change_weight`; a
 `motion_fraction` of each batch is motion pseudo-videos, so the encoder that stage b freezes can carry motion); the
-end sets `latents_mean/std` from the data. Stage b (METHOD.md
-"Motion-sensitive VAE"): the VAE encoder is frozen; the encoder adaptor, the VAE decoder and the decoder adaptor
-are trained with an L1 loss on the normalised motion video, weighted by track visibility (hidden tracks weigh
-`hidden_weight`), with `depth_weighted` by frame-0 depth (so the loss follows the metric error) and by
-`moving_weight` on tracks that move; `axis_balanced` gives the three motion axes equal shares, and `l1_weight` /
-`mse_weight` mix in squared errors (with L1 alone a tiny VAE keeps one axis). A tiny motion VAE can also start
-`from_scratch` (its own architecture, encoder trained) with `dense_clips` dense random videos per step whose plain
-reconstruction is added to the loss: without them a fresh tiny VAE learns to decode zero motion (REPORT "Session 5"). Validation reports the reconstruction
-end-point error in metric units after the inverse normalisation (`val/epe_m`), beside the error in m, and the
-relative error of each motion axis on moving tracks (`val/moving_rel_{x,y,z}`: 1 = that axis is decoded as no
-motion; session 7 found the shipped tiny motion VAE at about 1 on x and y).
+end sets `latents_mean/std` from the data. Stage b (METHOD.md "Motion-sensitive VAE"): the VAE encoder is frozen;
+the encoder adaptor, the VAE decoder and the decoder adaptor are trained with an L1 loss on the normalised motion
+video, weighted by track visibility (hidden tracks weigh `hidden_weight`), with `depth_weighted` by frame-0 depth
+(so the loss follows the metric error) and by `moving_weight` on tracks that move; `axis_balanced` gives the three
+motion axes equal shares, and `l1_weight` / `mse_weight` mix in squared errors (with L1 alone a tiny VAE keeps one
+axis). A tiny motion VAE can also start `from_scratch` (its own architecture, encoder trained) with `dense_clips`
+dense random videos per step whose plain reconstruction is added to the loss: without them a fresh tiny VAE learns
+to decode zero motion (REPORT "Session 5"). Validation reports the reconstruction end-point error in metric units
+after the inverse normalisation (`val/epe_m`), beside the error in m, and the relative error of each motion axis on
+moving tracks (`val/moving_rel_{x,y,z}`: 1 = that axis is decoded as no motion; session 7 found the shipped tiny
+motion VAE at about 1 on x and y).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class VAEConfig(TrainConfig):
     train_encoder_adaptor: bool = True  # the seed's code never trains it; the method does
     copy_encoder_from_vae: bool = True  # stage b: start the motion VAE's (frozen) encoder from `vae/`
     from_scratch: bool = False         # stage b, tiny: a fresh motion VAE of the preset's architecture (not init_from's)
-    dense_clips: int = 0               # stage b: dense random videos per step; their VAE reconstruction L1 joins the loss
+    dense_clips: int = 0               # stage b: dense random videos per step; their reconstruction error joins the loss
     num_stat_clips: int = 64           # clips used to set latents_mean/std at the end
 
     def validate(self) -> None:

@@ -231,7 +231,8 @@ def motion_vae_reconstruction(mvae: MotionVAE, clip: TrajClip) -> dict[str, Any]
 
 def motion_vae_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The report's motion VAE entry from rows holding `motion_vae_reconstruction`'s fields."""
-    return {"recon_epe_metric": _summary([r["vae_epe"] for r in rows]), "axis_relative_error": _axis_relative_error(rows)}
+    return {"recon_epe_metric": _summary([r["vae_epe"] for r in rows]),
+            "axis_relative_error": _axis_relative_error(rows)}
 
 
 def _evaluate_clip(batch: SynthBatch, strag: Any, vism: Any, mean_field: torch.Tensor, steps: int | None,

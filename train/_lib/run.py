@@ -373,7 +373,8 @@ class Run:
         if self._all_true(improved):  # every rank takes the main process's decision
             if self.is_main:
                 self.best = value
-                self.accelerator.print(f"step {self.step}: new best {name}={value:.4g} -> checkpoints/{BEST_CHECKPOINT}")
+                self.accelerator.print(f"step {self.step}: new best {name}={value:.4g} -> "
+                                       f"checkpoints/{BEST_CHECKPOINT}")
             self.save_checkpoint(BEST_CHECKPOINT)
 
     # -- the loop ---------------------------------------------------------------------------------------------
