@@ -155,7 +155,6 @@ def _pipeline(rank: int, world: int) -> dict:
     from more4d.pipelines.strag import STraGPipeline
 
     comps = build_tiny_strag_components(seed=0)
-    comps.pop("vae")  # the motion VAE encodes the conditions
     with torch.no_grad():
         for name, p in comps["transformer"].named_parameters():
             if name.endswith(".gate"):

@@ -8,9 +8,10 @@
 
 Recipe (METHOD.md "4D-STraG"): x_t = (1 - s) x_0 + s e with s from a shift-5 grid (uniform or logit-normal u,
 s = shift u / (1 + (shift - 1) u)), timestep 1000 s, target velocity e - x_0, MSE. Input channels: [noisy motion
-latent | image-video latent | start slot (zeros) | depth-video latent], built exactly as `STraGPipeline` does.
+latent | image-video latent | start slot (zeros) | depth-video latent], built exactly as `STraGPipeline` does (the
+conditions by the RGB `vae/`, the targets by the motion VAE).
 Condition dropout for CFG: the caption becomes "" (the inference negative prompt) with p_text, the condition
-latents and MPM features become zeros with p_cond. The VAE is frozen; the MPM feature extractor is trainable at
+latents and MPM features become zeros with p_cond. The VAEs are frozen; the MPM feature extractor is trainable at
 tiny scale and frozen at full scale (OmniMAE), while the MPM adapter and MAdaNorm (inside the transformer) always
 train. The text encoder is frozen (umT5) unless `train_text_encoder`: the tiny word-level encoder has no pretraining
 to lean on, so the tiny recipe trains it with STraG (and exports it as `text_encoder/`).
@@ -54,7 +55,7 @@ class STraGConfig(TrainConfig):
     train_text_encoder: bool = False    # tiny: the word-level encoder trains with STraG; paper scale: umT5 frozen
     val_inference_steps: int = 10
     val_guidance_scale: float = 4.0
-    cache_latents: bool = False         # synth_pool: encode each clip once as it is rendered (the VAE is frozen)
+    cache_latents: bool = False         # synth_pool: encode each clip once as it is rendered (the VAEs are frozen)
     pooled_text: bool = False           # add the pooled caption path (zero-init) to a transformer without one
     moving_weight: float = 1.0          # loss weight of latent cells over moving tracks (static pixels dominate)
 
@@ -83,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(cfg, "strag", argv)
 
     # 1. models: frozen VAE (+ umT5); trainable transformer (+ tiny motion encoder, + tiny text encoder)
-    comps = load_init(cfg, "tokenizer", "text_encoder", "motion_vae", "transformer", "motion_encoder")
-    tokenizer, text_encoder, motion_vae = comps["tokenizer"], comps["text_encoder"], comps["motion_vae"]
+    comps = load_init(cfg, "tokenizer", "text_encoder", "vae", "motion_vae", "transformer", "motion_encoder")
+    tokenizer, text_encoder, vae, motion_vae = (comps[k] for k in ("tokenizer", "text_encoder", "vae", "motion_vae"))
     transformer = comps["transformer"]
     if cfg.pooled_text:
         transformer = STraGTransformer.with_pooled_text(transformer)
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
-    torch.nn.Module.to(motion_vae, run.device, weight_dtype)  # plain cast, no diffusers fp32 warning
+    for frozen in (vae, motion_vae):
+        torch.nn.Module.to(frozen, run.device, weight_dtype)  # plain cast, no diffusers fp32 warning
     params = trainable(transformer) + trainable(motion_encoder) + trainable(text_encoder)
     optimizer = run.optimizer(params)
     tracked = ({"strag/transformer": transformer}
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         m, _, _, _ = motion_targets(batch)
         images = batch.frames[:, 0]
         latents = motion_vae.encode_motion(m.to(weight_dtype)).float()
-        cond = encode_conditions(motion_vae, images.float() / 255.0, batch.depth[:, 0].float(), batch.frames.shape[1])
+        cond = encode_conditions(vae, images.float() / 255.0, batch.depth[:, 0].float(), batch.frames.shape[1])
         cell = m.shape[-1] // latents.shape[-1]  # latent cells over a moving track weigh moving_weight
         moving = F.max_pool2d(moving_tracks(m)[:, None].float(), cell)[:, :, None]  # (B, 1, 1, h, w)
         weight = 1.0 + (cfg.moving_weight - 1.0) * moving
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     # 3. validation: the real pipeline on held-out clips with their true depth; the prompt-swap test where the
     # caption names one direction (as `more4d eval` runs it)
     def log_validation(step: int) -> dict[str, float]:
-        pipe = STraGPipeline(tokenizer, run.models.get("text_encoder", text_encoder), motion_vae,
+        pipe = STraGPipeline(tokenizer, run.models.get("text_encoder", text_encoder), vae, motion_vae,
                              run.models["strag/transformer"], run.models.get("strag/motion_encoder", motion_encoder),
                              resolution=(cfg.data.height, cfg.data.width))
         pipe.set_progress_bar_config(disable=True)

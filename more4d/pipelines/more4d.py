@@ -24,7 +24,7 @@ from more4d.scene import Scene4D
 
 MemoryMode = Literal["full", "model_cpu_offload", "low_vram", "sequential_cpu_offload"]
 MEMORY_MODES: tuple[str, ...] = ("full", "model_cpu_offload", "low_vram", "sequential_cpu_offload")
-STRAG_ONLY = ("motion_vae", "transformer", "motion_encoder")  # released before ViSM loads at full scale
+STRAG_ONLY = ("vae", "motion_vae", "transformer", "motion_encoder")  # released before ViSM loads at full scale
 VISM_ONLY = ("vae", "transformer", "image_encoder")
 
 

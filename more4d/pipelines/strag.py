@@ -35,6 +35,7 @@ from more4d.geometry import (
     video_to_motion,
 )
 from more4d.io import load_image
+from more4d.models.motion_vae import wan_encode
 from more4d.models.text_encoder import check_prompts, encode_prompt
 from more4d.pipelines.cpu_speedups import use_onednn_conv3d
 from more4d.scene import Scene4D
@@ -123,19 +124,19 @@ def depth_condition(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_conditions(motion_vae: torch.nn.Module, images: torch.Tensor, depth: torch.Tensor, num_frames: int,
-                      device: torch.device | None = None) -> torch.Tensor:
+def encode_conditions(vae: torch.nn.Module, images: torch.Tensor, depth: torch.Tensor, num_frames: int) -> torch.Tensor:
     """Condition latents `(B, 48, F, h/8, w/8)` = [image video | start slot zeros | depth video].
 
     images `(B, H, W, 3)` in [0, 1], depth `(B, H, W)` metres; each video is its frame repeated `num_frames` times
-    (the depth min-max normalised to [-1, 1], 3 channels), encoded by the motion VAE's frozen encoder. Used by the
-    pipeline (B = 1) and by train/train_strag.py (batched).
+    (the depth min-max normalised to [-1, 1], 3 channels), encoded by the frozen RGB Wan VAE `vae` (at full scale
+    the Wan2.1 VAE that the motion VAE wraps; at tiny scale `vae/`, since the tiny motion VAE, trained on motion,
+    does not keep colours). Used by the pipeline (B = 1) and by train/train_strag.py (batched).
     """
     valid = valid_depth_mask(depth)
     d = torch.stack([depth_condition(depth[b], valid[b]) for b in range(len(depth))])[..., None].expand(-1, -1, -1, 3)
     frames = torch.cat([images * 2.0 - 1.0, d], dim=0)  # (2B, H, W, 3) in [-1, 1]
     video = frames.permute(0, 3, 1, 2)[:, :, None].expand(-1, -1, num_frames, -1, -1)
-    z = motion_vae.encode_video(video.to(device=device or video.device, dtype=motion_vae.dtype))
+    z = wan_encode(vae, video)
     B = len(images)
     return torch.cat([z[:B], torch.zeros_like(z[:B]), z[B:]], dim=1)
 
@@ -143,8 +144,8 @@ def encode_conditions(motion_vae: torch.nn.Module, images: torch.Tensor, depth: 
 class STraGPipeline(DiffusionPipeline):
     """Image + prompt -> Scene4D with the 4D-STraG trajectory generator.
 
-    Components: `tokenizer`, `text_encoder`, `motion_vae` (MotionVAE: encodes the RGB/depth conditions, decodes
-    motion), `transformer` (STraGTransformer), `motion_encoder` (MPM feature extractor), `image_encoder` (CLIP
+    Components: `tokenizer`, `text_encoder`, `vae` (the RGB Wan VAE: encodes the image and depth conditions),
+    `motion_vae` (MotionVAE: decodes motion), `transformer` (STraGTransformer), `motion_encoder` (MPM feature extractor), `image_encoder` (CLIP
     vision, needed only when the transformer has image cross-attention, as the 14B I2V/Control base does), plus
     a plain `depth_estimator` (any `DepthEstimator`, or None when callers always pass `depth=`).
 
@@ -152,19 +153,19 @@ class STraGPipeline(DiffusionPipeline):
     >>> scene = pipe("photo.jpg", "a dog runs to the left", num_frames=17, seed=0)
     """
 
-    model_cpu_offload_seq = "text_encoder->image_encoder->motion_encoder->transformer->motion_vae"
+    model_cpu_offload_seq = "text_encoder->image_encoder->vae->motion_encoder->transformer->motion_vae"
     _optional_components = ("image_encoder",)
     _callback_tensor_inputs = ("latents", "noise_pred", "prompt_embeds", "negative_prompt_embeds")
 
-    def __init__(self, tokenizer: Any, text_encoder: torch.nn.Module, motion_vae: torch.nn.Module,
+    def __init__(self, tokenizer: Any, text_encoder: torch.nn.Module, vae: torch.nn.Module, motion_vae: torch.nn.Module,
                  transformer: torch.nn.Module, motion_encoder: torch.nn.Module,
                  image_encoder: torch.nn.Module | None = None, depth_estimator: DepthEstimator | None = None,
                  resolution: tuple[int, int] = (256, 256), defaults: dict[str, Any] | None = None,
                  fps: float = 8.0) -> None:
         super().__init__()
-        self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, motion_vae=motion_vae,
+        self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, motion_vae=motion_vae,
                               transformer=transformer, motion_encoder=motion_encoder, image_encoder=image_encoder)
-        for module in (motion_vae, transformer, motion_encoder):
+        for module in (vae, motion_vae, transformer, motion_encoder):
             use_onednn_conv3d(module)  # CPU only; no effect on CUDA
         self.depth_estimator = depth_estimator
         self.resolution = tuple(resolution)
@@ -199,12 +200,14 @@ class STraGPipeline(DiffusionPipeline):
         return self._interrupt
 
     def enable_vae_tiling(self) -> None:
-        """Decode/encode the motion VAE in spatial tiles (lower peak memory at large sizes)."""
-        self.motion_vae.vae.enable_tiling()
+        """Encode the conditions and decode the motion in spatial tiles (lower peak memory at large sizes)."""
+        for vae in (self.vae, self.motion_vae.vae):
+            vae.enable_tiling()
 
     def enable_vae_slicing(self) -> None:
-        """Run the motion VAE one batch element at a time (the two conditions are encoded as a batch of 2)."""
-        self.motion_vae.vae.enable_slicing()
+        """Run the VAEs one batch element at a time (the two conditions are encoded as a batch of 2)."""
+        for vae in (self.vae, self.motion_vae.vae):
+            vae.enable_slicing()
 
     def compile_transformer(self) -> None:
         """`torch.compile` the transformer's repeated blocks (on an H100 the 14B STraG forward went from 0.735 s to
@@ -269,7 +272,7 @@ class STraGPipeline(DiffusionPipeline):
     def encode_conditions(self, image: torch.Tensor, depth: torch.Tensor, num_frames: int,
                           device: torch.device) -> torch.Tensor:
         """The 48 condition channels `(1, 48, F, h/8, w/8)`: [image video | start slot zeros | depth video]."""
-        return encode_conditions(self.motion_vae, image[None], depth[None], num_frames, device)
+        return encode_conditions(self.vae, image[None], depth[None], num_frames).to(device)
 
     def image_tokens(self, image: torch.Tensor, device: torch.device) -> torch.Tensor | None:
         """CLIP tokens `(1, L, image_dim)` of the input image when the transformer cross-attends to them."""
@@ -377,7 +380,8 @@ class STraGPipeline(DiffusionPipeline):
         # 2. image -> depth + K (bucketed)
         if resolution is not None and (len(resolution) != 2 or min(resolution) < BUCKET_MULTIPLE):
             raise InputError(f"`resolution` must be (H, W) with sides >= {BUCKET_MULTIPLE}, got {resolution!r}")
-        if any(getattr(self, n) is None for n in ("text_encoder", "transformer", "motion_vae", "motion_encoder")):
+        if any(getattr(self, n) is None for n in ("text_encoder", "vae", "transformer", "motion_vae",
+                                                  "motion_encoder")):
             raise InputError("this pipeline's models were released (`release`); build a new pipeline")
         image_t, depth_t, K, info = self.prepare_image(image, depth, resolution)
         h, w = image_t.shape[:2]
@@ -395,7 +399,7 @@ class STraGPipeline(DiffusionPipeline):
         clip = None if clip is None else clip.expand(batch, -1, -1).to(device, tdtype)
         embeds = embeds.to(tdtype)
         if release_stages:
-            self.release("depth_estimator", "text_encoder", "image_encoder", "motion_encoder")
+            self.release("depth_estimator", "text_encoder", "image_encoder", "vae", "motion_encoder")
 
         # 4. noise and timesteps (noise drawn on the CPU: the same seed gives the same scene on any device)
         shape = (1, LATENT_CHANNELS, f_lat, h // 8, w // 8)
@@ -445,5 +449,5 @@ class STraGPipeline(DiffusionPipeline):
         return scene
 
 
-STRAG_COMPONENTS = ("tokenizer", "text_encoder", "motion_vae", "transformer", "motion_encoder", "depth")
+STRAG_COMPONENTS = ("tokenizer", "text_encoder", "vae", "motion_vae", "transformer", "motion_encoder", "depth")
 # and "vism_image_encoder" (shared CLIP) when the transformer has image cross-attention
