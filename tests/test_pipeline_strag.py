@@ -97,6 +97,31 @@ def test_unipc_given_depth_and_release(tiny_dir, image):
     assert scene.metadata["depth_source"] == "given" and scene.metadata["scheduler"] == "unipc"
 
 
+def test_conditions_come_from_the_rgb_vae(pipe):
+    """The image/depth conditions are the RGB `vae`'s latents: the motion VAE (which may not keep colours) only
+    decodes motion, so changing it leaves the conditions as they are."""
+    import copy
+
+    from more4d.models.motion_vae import wan_encode
+
+    image = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(4))
+    depth = torch.linspace(2.0, 6.0, 32 * 32).view(32, 32)
+    cond = pipe.encode_conditions(image, depth, 5, torch.device("cpu"))
+    assert cond.shape == (1, 48, 2, 4, 4)
+    video = (image * 2 - 1).permute(2, 0, 1)[None, :, None].expand(-1, -1, 5, -1, -1)
+    torch.testing.assert_close(cond[:, :16], wan_encode(pipe.vae, video))
+    assert not cond[:, 16:32].any()  # the start slot
+    saved = pipe.motion_vae
+    pipe.register_modules(motion_vae=copy.deepcopy(saved))
+    try:
+        with torch.no_grad():
+            for p in pipe.motion_vae.parameters():
+                p.add_(torch.randn_like(p))
+        torch.testing.assert_close(pipe.encode_conditions(image, depth, 5, torch.device("cpu")), cond)
+    finally:
+        pipe.register_modules(motion_vae=saved)
+
+
 def test_callback_preview_seed_and_interrupt(pipe, image, scene):
     calls = []
 

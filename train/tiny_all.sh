@@ -5,14 +5,15 @@
 #           from $WEIGHTS and exports into it)
 #   stage1  depth || RGB VAE                (in parallel on the GPU)        $STAGE1_MIN minutes
 #   vae     RGB VAE alone (ViSM's VAE)                                      $STAGE1_MIN minutes
-#   stage2  motion VAE: from scratch with L1, then continued with squared errors (which keep x and y motion;
-#           CUDA-graphed step on a GPU)                                   2 x $STAGE2_MIN minutes
+#   stage2  motion VAE: from scratch with L1, continued with squared errors (which keep x and y motion), then
+#           its decoder alone with L1 at 128x128 (static tracks near zero; CUDA-graphed steps on a GPU)
+#                                                                         3 x $STAGE2_MIN minutes
 #   stage3  4D-STraG || 4D-ViSM (need motion_vae/, vae/)                      $STAGE3_MIN minutes
 #   strag   4D-STraG alone (after a motion VAE change: its latents are STraG's targets)  $STAGE3_MIN minutes
 #   check   size of $WEIGHTS (<= 32 MB) and a load test of the tiny preset
 #   all     every step above in order (default)
 #
-#   train/tiny_all.sh                      # everything (about 6 + 8 + 9 minutes + start-up)
+#   train/tiny_all.sh                      # everything (about 6 + 12 + 9 minutes + start-up)
 #   STAGE3_MIN=9 train/tiny_all.sh stage3  # one more slot of STraG || ViSM: each run resumes from its checkpoint
 #
 # Every run exports fp16 weights into $WEIGHTS at each clean exit (complete or out of time) and writes its record
@@ -96,6 +97,11 @@ stage2() {
   train motion_vae_mse train_vae.py tiny_motion_vae.yaml "$STAGE2_MIN" cuda_graphs="$gpu" from_scratch=false \
     copy_encoder_from_vae=false copy_decoder_from_vae=false motion_gain=null dense_clips=0 axis_balanced=true \
     l1_weight=0 mse_weight=1 data.batch_size=32 validation_steps=200 best_metric=val/epe_m
+  # REPORT "Session 10": the decoder alone (the latents, hence STraG's targets, stay), every track weighed alike
+  train motion_vae_decoder train_vae.py tiny_motion_vae.yaml "$STAGE2_MIN" cuda_graphs="$gpu" from_scratch=false \
+    train_encoder=false train_encoder_adaptor=false copy_encoder_from_vae=false copy_decoder_from_vae=false \
+    motion_gain=null dense_clips=0 axis_balanced=true l1_weight=1 mse_weight=0 moving_weight=1 learning_rate=2e-4 \
+    data.height=128 data.width=128 data.batch_size=8 data.pool_size=1024 validation_steps=200 best_metric=val/epe_m
 }
 stage3() { parallel strag train_strag.py tiny_strag.yaml "$STAGE3_MIN" vism train_vism.py tiny_vism.yaml "$STAGE3_MIN"; }
 strag() { train strag train_strag.py tiny_strag.yaml "$STAGE3_MIN"; }

@@ -124,7 +124,8 @@ def depth_condition(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_conditions(vae: torch.nn.Module, images: torch.Tensor, depth: torch.Tensor, num_frames: int) -> torch.Tensor:
+def encode_conditions(vae: torch.nn.Module, images: torch.Tensor, depth: torch.Tensor,
+                      num_frames: int) -> torch.Tensor:
     """Condition latents `(B, 48, F, h/8, w/8)` = [image video | start slot zeros | depth video].
 
     images `(B, H, W, 3)` in [0, 1], depth `(B, H, W)` metres; each video is its frame repeated `num_frames` times
@@ -145,9 +146,10 @@ class STraGPipeline(DiffusionPipeline):
     """Image + prompt -> Scene4D with the 4D-STraG trajectory generator.
 
     Components: `tokenizer`, `text_encoder`, `vae` (the RGB Wan VAE: encodes the image and depth conditions),
-    `motion_vae` (MotionVAE: decodes motion), `transformer` (STraGTransformer), `motion_encoder` (MPM feature extractor), `image_encoder` (CLIP
-    vision, needed only when the transformer has image cross-attention, as the 14B I2V/Control base does), plus
-    a plain `depth_estimator` (any `DepthEstimator`, or None when callers always pass `depth=`).
+    `motion_vae` (MotionVAE: decodes motion), `transformer` (STraGTransformer), `motion_encoder` (MPM feature
+    extractor), `image_encoder` (CLIP vision, needed only when the transformer has image cross-attention, as the 14B
+    I2V/Control base does), plus a plain `depth_estimator` (any `DepthEstimator`, or None when callers always pass
+    `depth=`).
 
     >>> pipe = STraGPipeline.from_preset("tiny")
     >>> scene = pipe("photo.jpg", "a dog runs to the left", num_frames=17, seed=0)
@@ -157,8 +159,8 @@ class STraGPipeline(DiffusionPipeline):
     _optional_components = ("image_encoder",)
     _callback_tensor_inputs = ("latents", "noise_pred", "prompt_embeds", "negative_prompt_embeds")
 
-    def __init__(self, tokenizer: Any, text_encoder: torch.nn.Module, vae: torch.nn.Module, motion_vae: torch.nn.Module,
-                 transformer: torch.nn.Module, motion_encoder: torch.nn.Module,
+    def __init__(self, tokenizer: Any, text_encoder: torch.nn.Module, vae: torch.nn.Module,
+                 motion_vae: torch.nn.Module, transformer: torch.nn.Module, motion_encoder: torch.nn.Module,
                  image_encoder: torch.nn.Module | None = None, depth_estimator: DepthEstimator | None = None,
                  resolution: tuple[int, int] = (256, 256), defaults: dict[str, Any] | None = None,
                  fps: float = 8.0) -> None:
