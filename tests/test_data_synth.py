@@ -1,4 +1,4 @@
-"""TrajScene-Synth: determinism, exact geometry of tracks, visibility, captions, config checks."""
+"""TrajScene-Synth: determinism, exact geometry of tracks, visibility, captions, sibling clips, config checks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from more4d.data import SynthConfig, generate_batch, generate_clips
+from more4d.data import SynthConfig, generate_batch, generate_clips, generate_siblings
 from more4d.data.synth import MOTIONS, SHAPES, _sample_clip
 from more4d.errors import InputError
 from more4d.geometry import backproject_depth
@@ -94,3 +94,22 @@ def test_paper_scale_and_bad_config():
     for seeds in ([-1], ["x"], [1.5], []):
         with pytest.raises(InputError):
             generate_batch(seeds, TINY)
+
+
+def test_siblings_keep_frame0_and_caption_and_redraw_the_motion():
+    config = SynthConfig(num_frames=9, height=32, width=32, novel_views=0, static_prob=0.0)
+    seed = next(s for s in range(100) if any(o["motion"] in ("orbit", "spin", "recede")
+                                             for o in _sample_clip(s, config)[2]["objects"]))
+    clip = generate_batch([seed], config)
+    siblings = generate_siblings(seed, 3, config, generator_seed=1)
+    assert siblings.captions == clip.captions * 3
+    torch.testing.assert_close(siblings.frames[:, 0], clip.frames[:, 0].expand(3, -1, -1, -1))
+    torch.testing.assert_close(siblings.points[:, 0], clip.points[:, 0].expand(3, -1, -1))
+    motion = siblings.points[:, -1] - siblings.points[:, 0]
+    assert not torch.allclose(motion[0], motion[1])
+    assert not torch.allclose(motion[0], clip.points[0, -1] - clip.points[0, 0])
+    torch.testing.assert_close(generate_siblings(seed, 3, config, generator_seed=1).points, siblings.points)
+    torch.testing.assert_close(generate_batch([seed], config).points, clip.points)  # the clip itself is unchanged
+    for count in (0, -1, 1.5):
+        with pytest.raises(InputError, match="count"):
+            generate_siblings(seed, count, config)

@@ -24,7 +24,7 @@ def test_strag_protocols_end_to_end_and_motion(report):
                 "motion_epe_mean"):
         assert math.isfinite(row[key]), key
     for key in ("epe", "epe_zero_motion", "epe_mean_motion", "reduction_vs_zero", "epe_oracle_motion", "motion_epe",
-                "motion_epe_zero_motion", "motion_epe_mean_motion", "motion_reduction_vs_zero"):
+                "motion_epe_zero_motion", "motion_epe_mean_motion", "motion_reduction_vs_zero", "motion_epe_floor"):
         assert math.isfinite(s[key]), key
     assert isinstance(s["pass"], bool) and isinstance(s["end_to_end_pass"], bool)
     assert s["pass"] == (s["motion_epe"] <= 0.6 * s["motion_epe_zero_motion"]
@@ -42,6 +42,9 @@ def test_strag_protocols_end_to_end_and_motion(report):
     text = format_report(report)
     assert f"sampler: 1 steps, guidance {guidance:g}" in text
     assert "end-to-end EPE" in text and "GT-motion floor" in text and "motion (displacement) EPE" in text
+    assert f"a perfect sampler: {s['motion_epe_floor']:.4f}" in text
+    # a perfect sampler of this clip's motion beats standing still, and scores above 0 (the caption leaves some open)
+    assert 0 < row["motion_epe_floor"] < row["motion_epe_zero"]
 
 
 def test_swap_direction_flips_the_object_word_only():

@@ -1,7 +1,7 @@
 """TrajScene data: the more4d clip layout, the seed's pickles, TrajScene-Synth, the video builder, datasets."""
 
 from more4d.data.formats import NovelView, TrajClip, read_clip, read_clip_header, write_clip
-from more4d.data.synth import SynthBatch, SynthConfig, generate_batch, generate_clips
+from more4d.data.synth import SynthBatch, SynthConfig, generate_batch, generate_clips, generate_siblings
 
-__all__ = ["NovelView", "SynthBatch", "SynthConfig", "TrajClip", "generate_batch", "generate_clips", "read_clip",
-           "read_clip_header", "write_clip"]
+__all__ = ["NovelView", "SynthBatch", "SynthConfig", "TrajClip", "generate_batch", "generate_clips", "generate_siblings",
+           "read_clip", "read_clip_header", "write_clip"]

@@ -173,9 +173,26 @@ def generate_batch(seeds: Iterable[int], config: SynthConfig | None = None,
     seeds = [_check_seed(s) for s in seeds]
     if not seeds:
         raise InputError("seeds must contain at least one seed")
-    device = torch.device(device)
-    B, T, H, W, V = len(seeds), config.num_frames, config.height, config.width, config.novel_views
-    sampled = [_sample_clip(s, config) for s in seeds]
+    return _render_batch([_sample_clip(s, config) for s in seeds], config, torch.device(device))
+
+
+@torch.no_grad()
+def generate_siblings(seed: int, count: int, config: SynthConfig | None = None, device: str | torch.device = "cpu",
+                      generator_seed: int = 0) -> SynthBatch:
+    """`count` clips with `seed`'s frame 0 and caption whose other motion parameters are redrawn (magnitudes, orbit
+    phase and sweep, spin sign and angle, bounce and pulse counts): draws of the clip's motion given all that its
+    image and caption show. `more4d eval` scores them against the clip as the floor of a perfect sampler."""
+    config = config or SynthConfig()
+    seed = _check_seed(seed)
+    if not isinstance(count, int) or count < 1:
+        raise InputError(f"count must be a positive int, got {count!r}")
+    resample = torch.Generator().manual_seed(generator_seed)
+    return _render_batch([_sample_clip(seed, config, resample) for _ in range(count)], config, torch.device(device))
+
+
+def _render_batch(sampled: list[tuple[dict[str, torch.Tensor], str, dict[str, Any]]], config: SynthConfig,
+                  device: torch.device) -> SynthBatch:
+    B, T, H, W, V = len(sampled), config.num_frames, config.height, config.width, config.novel_views
     params = {k: torch.stack([p[k] for p, _, _ in sampled]).to(device) for k in sampled[0][0]}
     K = config.intrinsics().to(device)
     rays = _camera_rays(K, H, W)  # (3, N)
@@ -211,23 +228,33 @@ def generate_batch(seeds: Iterable[int], config: SynthConfig | None = None,
 
 @dataclass
 class _Draw:
+    """The random draws of one clip. With `resample`, the draws marked `hidden` (what neither frame 0 nor the caption
+    fixes) come from `resample` instead; the clip's own stream advances the same, so every other draw is unchanged."""
+
     seed: int
+    resample: torch.Generator | None = None
     g: torch.Generator = field(init=False)
 
     def __post_init__(self) -> None:
         self.g = torch.Generator().manual_seed(self.seed)
 
-    def uniform(self, lo: float, hi: float) -> float:
-        return lo + (hi - lo) * float(torch.rand((), generator=self.g, dtype=torch.float64))
+    def uniform(self, lo: float, hi: float, hidden: bool = False) -> float:
+        u = torch.rand((), generator=self.g, dtype=torch.float64)
+        if hidden and self.resample is not None:
+            u = torch.rand((), generator=self.resample, dtype=torch.float64)
+        return lo + (hi - lo) * float(u)
 
-    def integer(self, n: int) -> int:
-        return int(torch.randint(n, (), generator=self.g))
+    def integer(self, n: int, hidden: bool = False) -> int:
+        value = torch.randint(n, (), generator=self.g)
+        if hidden and self.resample is not None:
+            value = torch.randint(n, (), generator=self.resample)
+        return int(value)
 
     def choice(self, seq: Sequence[Any]) -> Any:
         return seq[self.integer(len(seq))]
 
-    def sign(self) -> float:
-        return 1.0 if self.uniform(0, 1) < 0.5 else -1.0
+    def sign(self, hidden: bool = False) -> float:
+        return 1.0 if self.uniform(0, 1, hidden) < 0.5 else -1.0
 
     def permutation(self, n: int) -> list[int]:
         return torch.randperm(n, generator=self.g).tolist()
@@ -263,9 +290,14 @@ def _orbit_c2w(yaw: torch.Tensor, pitch: torch.Tensor, pivot: torch.Tensor, offs
     return c2w
 
 
-def _sample_clip(seed: int, config: SynthConfig) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
-    """Draw one scene: per-surface parameters and per-frame transforms `(T, ...)`, caption and meta."""
-    d = _Draw(seed)
+def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | None = None
+                 ) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
+    """Draw one scene: per-surface parameters and per-frame transforms `(T, ...)`, caption and meta.
+
+    With `resample`, the motion parameters that neither frame 0 nor the caption fixes are redrawn from it (see
+    `generate_siblings`).
+    """
+    d = _Draw(seed, resample)
     T, J, S = config.num_frames, MAX_OBJECTS, NUM_SURFACES
     tau = torch.linspace(0, 1, T, dtype=torch.float64)
     tan_half_w = math.tan(math.radians(config.fov_deg) / 2) * config.width / config.height
@@ -309,30 +341,32 @@ def _sample_clip(seed: int, config: SynthConfig) -> tuple[dict[str, torch.Tensor
         direction = ""
         if motion == "translate":
             direction = d.choice(("left", "right", "up", "down"))
-            dist = d.uniform(0.6, 1.2) if direction in ("left", "right") else d.uniform(0.5, 0.9)
+            lo, hi = (0.6, 1.2) if direction in ("left", "right") else (0.5, 0.9)
+            dist = d.uniform(lo, hi, hidden=direction != "down")  # a move down starts `dist` up: frame 0 shows it
             axis, sign = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}[direction]
             lin[axis] = sign * dist
             if direction == "down":
                 c0[1] -= dist
         elif motion == "bounce":
-            bounce = d.uniform(0.4, 0.8)
+            bounce = d.uniform(0.4, 0.8, hidden=True)
             direction = d.choice(("left", "right", "in place"))
             if direction != "in place":
-                lin[0] = (1 if direction == "right" else -1) * d.uniform(0.5, 1.0)
+                lin[0] = (1 if direction == "right" else -1) * d.uniform(0.5, 1.0, hidden=True)
         elif motion == "orbit":
-            orbit = d.uniform(0.35, 0.6)
+            orbit = d.uniform(0.35, 0.6, hidden=True)
             direction = d.choice(("clockwise", "counterclockwise"))
         elif motion == "spin":
-            spin = d.sign() * d.uniform(math.pi, 2 * math.pi)
+            spin = d.sign(hidden=True) * d.uniform(math.pi, 2 * math.pi, hidden=True)
         elif motion == "approach":
-            lin[2] = -min(d.uniform(1.0, 1.8), z0 - 1.6)
+            lin[2] = -min(d.uniform(1.0, 1.8, hidden=True), z0 - 1.6)
         elif motion == "recede":
-            lin[2] = d.uniform(1.5, 3.0)
+            lin[2] = d.uniform(1.5, 3.0, hidden=True)
         elif motion == "pulse":
-            pulse = d.uniform(0.25, 0.4)
-        n_bounce, n_pulse, theta0 = 1 + d.integer(2), 1 + d.integer(2), d.uniform(0, 2 * math.pi)
+            pulse = d.uniform(0.25, 0.4, hidden=True)
+        n_bounce, n_pulse = 1 + d.integer(2, hidden=True), 1 + d.integer(2, hidden=True)
+        theta0 = d.uniform(0, 2 * math.pi, hidden=True)
         yaw0 = d.uniform(0, 2 * math.pi)
-        sweep = (1 if direction == "counterclockwise" else -1) * d.uniform(math.pi, 2 * math.pi)
+        sweep = (1 if direction == "counterclockwise" else -1) * d.uniform(math.pi, 2 * math.pi, hidden=True)
 
         factor = 1 + pulse * torch.sin(2 * math.pi * n_pulse * tau)
         scale[j] = torch.tensor(size, dtype=torch.float64) * factor[:, None]
