@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from more4d.data.synth import SynthConfig, generate_batch
+from more4d.errors import InputError
 from more4d.eval.evaluate import HELD_OUT_SEED_START, evaluate, format_report, prompt_swap, swap_direction
 from more4d.weights import get_preset, save_random_tiny
 
@@ -97,3 +98,9 @@ def test_motion_vae_reconstruction_scores_kept_and_lost_axes():
     for gain, row in ((0.0, kept), (1.0, lost)):  # relative error 0 when kept, 1 when decoded as no motion
         rel = motion_vae_summary([row])["axis_relative_error"]
         assert all(abs(e - gain) < 1e-5 for e, m in zip(rel, moves) if m)
+
+
+@pytest.mark.parametrize("kwargs", [{"num_clips": 0}, {"floor_samples": 0}])
+def test_bad_counts_are_refused_before_loading(kwargs):
+    with pytest.raises(InputError, match=next(iter(kwargs))):
+        evaluate("tiny", "/nonexistent", **kwargs)
