@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from more4d.data.formats import TrajClip
-from more4d.data.synth import SynthBatch, SynthConfig, generate_batch, generate_siblings
+from more4d.data.synth import SynthConfig, generate_batch, generate_siblings
 from more4d.errors import InputError
 from more4d.eval.metrics import (
     depth_abs_rel,
@@ -204,10 +204,10 @@ def evaluate(model: str = "tiny", weights_dir: str | os.PathLike | None = None, 
 
     rows: list[dict[str, Any]] = []
     for i in range(num_clips):
-        batch = generate_batch([seed_start + i], config, "cpu")
-        rows.append(_evaluate_clip(batch, strag, vism, mean_field, num_inference_steps, guidance_scale,
+        clip = generate_batch([seed_start + i], config, "cpu").clips()[0]
+        rows.append(_evaluate_clip(clip, strag, vism, mean_field, num_inference_steps, guidance_scale,
                                    vism_steps))
-        rows[-1]["motion_epe_floor"] = perfect_sampler_floor(batch.clips()[0], config, floor_samples)
+        rows[-1]["motion_epe_floor"] = perfect_sampler_floor(clip, config, floor_samples)
         if progress:
             r = rows[-1]
             print(f"[{i + 1}/{num_clips}] epe {r['epe']:.3f} (zero {r['epe_zero']:.3f}, mean {r['epe_mean']:.3f}) "
@@ -251,12 +251,11 @@ def motion_vae_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "axis_relative_error": _axis_relative_error(rows)}
 
 
-def _evaluate_clip(batch: SynthBatch, strag: Any, vism: Any, mean_field: torch.Tensor, steps: int | None,
+def _evaluate_clip(clip: TrajClip, strag: Any, vism: Any, mean_field: torch.Tensor, steps: int | None,
                    guidance: float | None, vism_steps: int) -> dict[str, Any]:
     from more4d.pipelines.vism_conditioning import clip_view
     from more4d.scene import Scene4D
 
-    clip = batch.clips()[0]
     T, H, W = clip.frames.shape[:3]
     image = clip.frames[0].float() / 255.0
     gt, vis = clip.points.float(), clip.visibility
