@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from more4d.data import SynthConfig, generate_batch, generate_clips, generate_siblings
+from more4d.data import SynthConfig, generate_batch, generate_clips, generate_siblings, sample_captions
 from more4d.data.synth import MOTIONS, SHAPES, _sample_clip
 from more4d.errors import InputError
 from more4d.geometry import backproject_depth
@@ -84,6 +84,13 @@ def test_captions_name_objects_and_motions():
             assert obj["color"] in caption and obj["shape"] in caption and obj["shape"] in SHAPES
             seen.add(obj["motion"])
     assert seen >= set(MOTIONS) - {"static"}
+
+
+def test_sample_captions_are_the_rendered_clips_captions(batch):
+    config = SynthConfig(num_frames=5, height=40, width=48, camera_motion_prob=0.5)
+    assert sample_captions(range(4), config) == batch.captions
+    with pytest.raises(InputError, match="seed"):
+        sample_captions([-1], config)
 
 
 def test_paper_scale_and_bad_config():

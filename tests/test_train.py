@@ -139,6 +139,24 @@ def test_train_vism(tmp_path, tiny_weights):
                      ["vism/transformer", "vism/image_encoder"])
 
 
+def test_train_text_encoder(tmp_path, tiny_weights):
+    extra = [f"init_from={tiny_weights}", "data.pool_size=8", "num_validation_clips=16", "context=2"]
+    train_and_resume("train_text_encoder", "tiny_text_encoder.yaml", tmp_path, extra, ["text_encoder"])
+    assert not (tmp_path / "export" / "heads").exists()  # the context heads are training-only
+
+
+def test_text_encoder_context_targets_and_motion_swap():
+    mod = script("train_text_encoder")
+    ids, mask = torch.tensor([[5, 6, 7, 0]]), torch.tensor([[1, 1, 1, 0]])
+    targets = mod.context_targets(ids, mask, [-1, 0, 2])
+    I = mod.IGNORE  # noqa: E741
+    assert targets[0].tolist() == [[I, 5, 7], [5, 6, I], [6, 7, I], [I, I, I]]
+    assert (mod.swap_first_motions("a red ball moves left and a blue box spins while the camera pans left")
+            == "a red ball spins and a blue box moves left while the camera pans left")
+    assert mod.swap_first_motions("a red ball spins and a blue box spins") is None
+    assert mod.swap_first_motions("a red ball moves left") is None
+
+
 # -- machinery ----------------------------------------------------------------------------------------------------
 
 def _toy_run(tmp_path: Path, **overrides):

@@ -5,6 +5,7 @@
 #           from $WEIGHTS and exports into it)
 #   stage1  depth || RGB VAE                (in parallel on the GPU)        $STAGE1_MIN minutes
 #   vae     RGB VAE alone (ViSM's VAE)                                      $STAGE1_MIN minutes
+#   text    the text encoder on captions alone (before STraG and ViSM, which keep it frozen)  $STAGE1_MIN minutes
 #   stage2  motion VAE: from scratch with L1, continued with squared errors (which keep x and y motion), then
 #           its decoder alone with L1 at 128x128 (static tracks near zero; CUDA-graphed steps on a GPU)
 #                                                                         3 x $STAGE2_MIN minutes
@@ -89,6 +90,7 @@ step_check() {
 
 stage1() { parallel depth train_depth.py tiny_depth.yaml "$STAGE1_MIN" vae train_vae.py tiny_vae_rgb.yaml "$STAGE1_MIN"; }
 vae() { train vae train_vae.py tiny_vae_rgb.yaml "$STAGE1_MIN"; }
+text() { train text_encoder train_text_encoder.py tiny_text_encoder.yaml "$STAGE1_MIN"; }
 stage2() {
   local gpu
   gpu=$($PY -c "import torch; print(str(torch.cuda.is_available()).lower())")
@@ -107,12 +109,12 @@ stage3() { parallel strag train_strag.py tiny_strag.yaml "$STAGE3_MIN" vism trai
 strag() { train strag train_strag.py tiny_strag.yaml "$STAGE3_MIN"; }
 
 steps=("${@:-all}")
-[ "${steps[0]}" = all ] && steps=(init stage1 stage2 stage3 check)
+[ "${steps[0]}" = all ] && steps=(init stage1 text stage2 stage3 check)
 for s in "${steps[@]}"; do
   case $s in
     init) step_init ;;
-    stage1|vae|stage2|stage3|strag) step_init; $s ;;
+    stage1|vae|text|stage2|stage3|strag) step_init; $s ;;
     check) step_check ;;
-    *) echo "unknown step $s (init | stage1 | vae | stage2 | stage3 | strag | check | all)"; exit 2 ;;
+    *) echo "unknown step $s (init | stage1 | vae | text | stage2 | stage3 | strag | check | all)"; exit 2 ;;
   esac
 done
