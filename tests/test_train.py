@@ -143,6 +143,11 @@ def test_train_text_encoder(tmp_path, tiny_weights):
     extra = [f"init_from={tiny_weights}", "data.pool_size=8", "num_validation_clips=16", "context=2"]
     train_and_resume("train_text_encoder", "tiny_text_encoder.yaml", tmp_path, extra, ["text_encoder"])
     assert not (tmp_path / "export" / "heads").exists()  # the context heads are training-only
+    from more4d.errors import InputError
+
+    for bad, match in (("data.source=synth_dir", "data.source"), ("data.train_seed_start=999998996", "validation")):
+        with pytest.raises(InputError, match=match):  # captions come from synth seeds below the validation range
+            run_script("train_text_encoder", "tiny_text_encoder.yaml", tmp_path / "bad", 1, [*extra, bad])
 
 
 def test_text_encoder_context_targets_and_motion_swap():

@@ -44,6 +44,10 @@ class TextEncoderConfig(TrainConfig):
         super().validate()
         check(self.context >= 1, "context", ">= 1", self.context)
         check(self.preset == "tiny", "preset", "'tiny' (umT5 comes pretrained)", self.preset)
+        check(self.data.source == "synth_pool", "data.source", "'synth_pool' (the captions of data.pool_size synth "
+              "seeds)", self.data.source)
+        check(self.data.train_seed_start + self.data.pool_size <= VALIDATION_SEED_START, "data.pool_size",
+              f"seeds below the validation range ({VALIDATION_SEED_START})", self.data.pool_size)
 
 
 class ContextHeads(nn.Module):
