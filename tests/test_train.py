@@ -145,7 +145,7 @@ def test_train_text_encoder(tmp_path, tiny_weights):
     assert not (tmp_path / "export" / "heads").exists()  # the context heads are training-only
     from more4d.errors import InputError
 
-    for bad, match in (("data.source=synth_dir", "data.source"), ("data.train_seed_start=999998996", "validation")):
+    for bad, match in (("data.source=synth_on_the_fly", "data.source"), ("data.train_seed_start=999998996", "validation")):
         with pytest.raises(InputError, match=match):  # captions come from synth seeds below the validation range
             run_script("train_text_encoder", "tiny_text_encoder.yaml", tmp_path / "bad", 1, [*extra, bad])
 
