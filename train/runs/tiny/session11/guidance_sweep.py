@@ -5,6 +5,7 @@ without its depth, VAE and ViSM parts).
 """
 
 import sys
+from functools import partial
 
 import numpy as np
 
@@ -25,7 +26,7 @@ def main() -> None:
         epe, zero, follows, toward = [], [], [], []
         for clip in clips:
             gt, vis, image = clip.points.float(), clip.visibility, clip.frames[0].float() / 255.0
-            generate = lambda caption: strag(image, caption, num_frames=T, guidance_scale=g, seed=0)  # noqa: E731
+            generate = partial(strag, image, num_frames=T, guidance_scale=g, seed=0)  # caption -> Scene4D
             scene = generate(clip.caption)
             epe.append(float(displacement_epe(scene.points, gt, vis)))
             zero.append(float(displacement_epe(gt[:1].expand_as(gt), gt, vis)))
