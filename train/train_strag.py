@@ -13,8 +13,8 @@ conditions by the RGB `vae/`, the targets by the motion VAE).
 Condition dropout for CFG: the caption becomes "" (the inference negative prompt) with p_text, the condition
 latents and MPM features become zeros with p_cond. The VAEs are frozen; the MPM feature extractor is trainable at
 tiny scale and frozen at full scale (OmniMAE), while the MPM adapter and MAdaNorm (inside the transformer) always
-train. The text encoder is frozen (umT5) unless `train_text_encoder`: the tiny word-level encoder has no pretraining
-to lean on, so the tiny recipe trains it with STraG (and exports it as `text_encoder/`).
+train. The text encoder is frozen (umT5; at tiny scale the word-level encoder that train_text_encoder.py pretrains
+on captions) unless `train_text_encoder`, which trains the tiny one with STraG and exports it as `text_encoder/`.
 
 With `cache_latents` (needs `data.source: synth_pool`) each rendered pool chunk is reduced at once to what a step
 needs (frame 0, motion latents, condition latents: about 0.9 MB a clip at 17x256x256 instead of 23 MB), so the

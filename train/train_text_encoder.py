@@ -124,9 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     def train_step(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         return loss_of(encoder, heads, *batch)[0], {}
 
-    @torch.no_grad()
-    def log_validation(step: int) -> dict[str, float]:
-        model = run.models["text_encoder"].eval()
+    def log_validation(step: int) -> dict[str, float]:  # Run.validate: eval mode, no grad, EMA weights
+        model = run.models["text_encoder"]
         loss, logits, targets = loss_of(model, run.models["heads"], *tokenize(val_captions))
         real = targets != IGNORE
         acc = (logits.argmax(-1) == targets)[real].float().mean()
@@ -140,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
             grid = F.cosine_similarity(out[0, 0, :n, None], out[0, 1, None, :n], dim=-1).cpu().numpy()
             save_image_grid(run.out / "samples" / f"step_{step:07d}.png", [[np.kron(grid, np.ones((8, 8)))]],
                             col_titles=["cos(original, motions swapped)"], row_titles=[pairs[0][0][:40]])
-        model.train()
         return metrics
 
     stop = run.fit(train_step, stream, optimizer, lr_scheduler, params, samples_per_batch=cfg.data.batch_size,
