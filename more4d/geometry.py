@@ -15,7 +15,9 @@ import torch
 from more4d.errors import InputError
 
 DEFAULT_FOV_DEG = 55.0  # vertical FOV used when no depth model predicts K
-SEED_MOTION_ALPHAS = (1.0435, 1.0)  # seed-compat pseudo-focals (alpha_x, alpha_y): 720x960 reference at 368x512
+# Seed-compat pseudo-focals (alpha_x, alpha_y): the authors' training data normalises with a 720x960 source
+# resized to 368x512, alpha_x = (512 / 368) / (960 / 720) = 24/23, alpha_y = 1, whatever the tensor size.
+SEED_MOTION_ALPHAS = ((512 / 368) / (960 / 720), 1.0)
 DEPTH_EPS = 1e-4
 
 

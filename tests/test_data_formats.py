@@ -77,7 +77,7 @@ def _seed_dict(T=3, H=4, W=6, lib=torch):
 def test_seed_pickles(tmp_path):
     pickle.dump(_seed_dict(), open(tmp_path / "a.pkl", "wb"))
     clip = read_seed_clip(tmp_path / "a.pkl", caption="x", height=4, width=6, num_frames=5)
-    assert clip.points.shape == (5, 24, 3) and clip.colors.max() <= 1 and clip.K[0, 0] == pytest.approx(1.0435 * 6)
+    assert clip.points.shape == (5, 24, 3) and clip.colors.max() <= 1 and clip.K[0, 0] == pytest.approx(24 / 23 * 6)
     pickle.dump(_seed_dict(lib=np), open(tmp_path / "b.pkl", "wb"))
     assert read_seed_clip(tmp_path / "b.pkl", height=4, width=6).visibility.shape == (3, 24)
     torch.save(_seed_dict(), tmp_path / "c.pkl")

@@ -132,12 +132,12 @@ def test_invalid_depth_is_masked():
 
 def test_seed_compat_alphas():
     K = intrinsics_from_fov(50.0, 368, 512)
-    assert motion_alphas(K, (368, 512), seed_compat=True) == SEED_MOTION_ALPHAS == (1.0435, 1.0)
+    assert motion_alphas(K, (368, 512), seed_compat=True) == SEED_MOTION_ALPHAS == pytest.approx((1.0435, 1.0), abs=1e-4)
     # the seed's normalize_track_z: (dx / (z0 / 1.0435), dy / (z0 / 1), dz / z0)
     points = _tracks(5)
     m, _ = normalize_motion(points, SEED_MOTION_ALPHAS)
     d, z0 = points - points[:1], points[:1, :, 2:]
-    seed = torch.cat([d[..., :1] / (z0 / 1.0435), d[..., 1:2] / (z0 / 1.0), d[..., 2:] / z0], dim=-1)
+    seed = torch.cat([d[..., :1] / (z0 / SEED_MOTION_ALPHAS[0]), d[..., 1:2] / (z0 / 1.0), d[..., 2:] / z0], dim=-1)
     torch.testing.assert_close(m, seed)
     with pytest.raises(InputError, match="alphas"):
         normalize_motion(_tracks(0), (0.0, 1.0))

@@ -26,10 +26,11 @@ import torch
 
 from more4d.data.formats import MAX_ABS_COORD, TrajClip
 from more4d.errors import InputError
+from more4d.geometry import SEED_MOTION_ALPHAS
 from more4d.io import read_video
 
 MAX_PICKLE_BYTES = 8 << 30
-SEED_FX, SEED_FY = 1.0435, 1.0  # the seed's pseudo-focals in units of width / height (normalize_track_z)
+SEED_FX, SEED_FY = SEED_MOTION_ALPHAS  # the seed's pseudo-focals in units of width / height (normalize_track_z)
 
 
 def _load_storage_bytes(data: bytes) -> Any:
@@ -127,7 +128,7 @@ def read_seed_clip(pkl: str | os.PathLike, video: str | os.PathLike | None = Non
         num_frames: keep this many frames (the seed uses 49, padding with the last); None keeps all.
         frame_stride: take every k-th video frame (the seed reads RGB at stride 2).
 
-    K is the seed's pseudo-intrinsics scaled to pixels (fx = 1.0435 W, fy = 1.0 H, principal point at the
+    K is the seed's pseudo-intrinsics scaled to pixels (fx = 24/23 W, fy = 1.0 H, principal point at the
     centre): the seed's track units are not stated. Points beyond 1e4 or non-finite raise `InputError`.
     """
     path = Path(pkl)

@@ -180,9 +180,10 @@ def kohya_table(transformer: torch.nn.Module) -> dict[str, str]:
             continue
         name = name.removesuffix(".base_layer")  # already wrapped by peft
         orig = diffusers_to_original_key(name + ".weight")
-        if orig is None:
-            raise InputError(f"Linear layer {name!r} has no original Wan name; not a Wan transformer?")
-        table[kohya_name(orig.removesuffix(".weight"))] = name
+        if orig is not None:  # layers Wan does not have (e.g. STraG's MAdaNorm) cannot be named by a kohya file
+            table[kohya_name(orig.removesuffix(".weight"))] = name
+    if not table:
+        raise InputError("the model has no Linear layer with an original Wan name; not a Wan transformer?")
     return table
 
 

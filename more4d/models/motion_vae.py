@@ -6,6 +6,10 @@ At init the encoder adaptor is exactly `tanh(g m / 2)` and the decoder adaptor i
 (METHOD.md "Motion-sensitive VAE", gain g = `motion_gain`, 1 there); both are residual CNNs with zero-initialised
 output convolutions. A gain > 1 lifts small motions (|m| ~ 0.03-0.2 in the tiny data) above a small VAE's error.
 Module names follow the authors' `VAEEncoderadaptor` / `VAEDecoderadaptor` (seed_checkpoints.md §3).
+
+Trajectory latent normalisation (the released MoGe4D weights): with `trajectory_mean` / `trajectory_std` set,
+motion latents are further normalised per channel, `(z - mean) / std`, after the Wan latent scaling, and
+`decode_motion` undoes that first. RGB `encode_video` / `decode_video` never use it.
 """
 
 from __future__ import annotations
@@ -186,6 +190,7 @@ class MotionVAE(ModelMixin, ConfigMixin):
     residual blocks per adaptor, `decoder_inverse_skip` (False for the authors' released adaptors) and the
     adaptors' `motion_gain` (1 as in the method; the tiny preset uses a larger one). `vae_norm="scale"` swaps the
     Wan VAE's per-pixel RMS norms for per-channel scales (`ChannelScale`; the tiny preset); `"rms"` keeps Wan's.
+    `trajectory_mean` / `trajectory_std`: the motion latents' own per-channel statistics (module doc), or None.
     Build one around an existing RGB VAE with `MotionVAE.from_vae(vae)` (copies its weights).
     """
 
@@ -208,10 +213,17 @@ class MotionVAE(ModelMixin, ConfigMixin):
         decoder_inverse_skip: bool = True,
         motion_gain: float = 1.0,
         vae_norm: Literal["rms", "scale"] = "rms",
+        trajectory_mean: tuple[float, ...] | None = None,
+        trajectory_std: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__()
         if vae_norm not in ("rms", "scale"):
             raise InputError(f"vae_norm must be 'rms' or 'scale', got {vae_norm!r}")
+        if (trajectory_mean is None) != (trajectory_std is None) or (
+            trajectory_mean is not None and not len(trajectory_mean) == len(trajectory_std) == z_dim
+        ):
+            raise InputError(f"trajectory_mean and trajectory_std must both be None or both have z_dim={z_dim} "
+                             f"values, got {trajectory_mean!r} and {trajectory_std!r}")
         stats = {}
         if latents_mean is not None:
             stats["latents_mean"] = list(latents_mean)
@@ -261,14 +273,30 @@ class MotionVAE(ModelMixin, ConfigMixin):
         """Normalised `latents (B, z, t, h, w)` -> video `(B, 3, 4(t-1)+1, 8h, 8w)` (about [-1, 1])."""
         return wan_decode(self.vae, latents)
 
+    def normalize_trajectory(self, latents: torch.Tensor) -> torch.Tensor:
+        """Wan-scaled latents -> trajectory-normalised latents (identity without trajectory statistics)."""
+        c = self.config
+        if c.trajectory_mean is None:
+            return latents
+        mean, std = _stats_tensors(tuple(c.trajectory_mean), tuple(c.trajectory_std), latents.device, latents.dtype)
+        return (latents - mean) / std
+
+    def denormalize_trajectory(self, latents: torch.Tensor) -> torch.Tensor:
+        """The inverse of `normalize_trajectory`."""
+        c = self.config
+        if c.trajectory_mean is None:
+            return latents
+        mean, std = _stats_tensors(tuple(c.trajectory_mean), tuple(c.trajectory_std), latents.device, latents.dtype)
+        return latents * std + mean
+
     @apply_forward_hook
     def encode_motion(self, motion: torch.Tensor) -> torch.Tensor:
         """Normalised motion field `m (B, 3, T, H, W)` -> normalised latents `(B, z, t, h, w)`."""
         check_video(motion, "motion")
         dtype = next(self.parameters()).dtype
-        return self.encode_video(self.encoder_adaptor(motion.to(execution_device(self), dtype)))
+        return self.normalize_trajectory(self.encode_video(self.encoder_adaptor(motion.to(execution_device(self), dtype))))
 
     @apply_forward_hook
     def decode_motion(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised `latents (B, z, t, h, w)` -> motion field `m (B, 3, 4(t-1)+1, 8h, 8w)`."""
-        return self.decoder_adaptor(self.decode_video(latents))
+        return self.decoder_adaptor(self.decode_video(self.denormalize_trajectory(latents)))

@@ -13,8 +13,9 @@ the caption can steer all tokens without the cross-attention having to find its 
 trained weights' outputs unchanged (`with_pooled_text`).
 
 `seed_compat=True` reproduces the authors' released model (seed_checkpoints.md §1): reference tokens from
-`ref_conv` (zeros unless `ref_latents` is given) are prepended as an extra latent frame, and the features sit
-one latent frame late (the last latent frame sees zero features).
+`ref_conv` (zeros unless `ref_latents` is given) are prepended as an extra latent frame, and the features cover
+only as many frames as the latents: they modulate the reference frame and latent frames 0..t-2, and the last
+latent frame is not modulated (the authors' code pads the features at the end of the sequence).
 """
 
 from __future__ import annotations
@@ -80,11 +81,17 @@ class MAdaNorm(nn.Module):
         self.gate = nn.Parameter(torch.zeros(dim))
 
     def forward(self, hidden_states: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-        """`hidden_states (B, F*P, D)`, `motion (B, 1 | F, P, C)` = SiLU(features) -> `(B, F*P, D)`."""
+        """`hidden_states (B, F*P, D)`, `motion (B, 1 | f, P, C)` = SiLU(features) -> `(B, F*P, D)`.
+
+        With `1 < f < F` only the first f frames are modulated and the rest pass through unchanged (seed-compat).
+        """
         b, n, d = hidden_states.shape
         scale, shift = (self.linear(motion) * self.gate.repeat(2)).chunk(2, dim=-1)
         h = hidden_states.view(b, -1, motion.shape[2], d)
-        return torch.addcmul(shift, h, 1 + scale).view(b, n, d)
+        f = motion.shape[1]
+        if f == 1 or f == h.shape[1]:
+            return torch.addcmul(shift, h, 1 + scale).view(b, n, d)
+        return torch.cat([torch.addcmul(shift, h[:, :f], 1 + scale), h[:, f:]], dim=1).view(b, n, d)
 
 
 class STraGTransformerBlock(WanTransformerBlock):
@@ -281,8 +288,8 @@ class STraGTransformer(WanTransformer3DModel):
             # compute dtype, not the adapter weights': under fp8 layerwise casting those are stored as float8
             motion = self.motion_perception(motion_features.to(hidden_states.device, hidden_states.dtype), grid)
             motion = motion.unsqueeze(1)
-            if self.ref_conv is not None:  # seed: [f on t frames | zeros], against [ref frame | t frames]
-                motion = torch.cat([motion.expand(-1, post_patch_num_frames, -1, -1), torch.zeros_like(motion)], 1)
+            if self.ref_conv is not None:  # seed: features on t frames against [ref frame | t frames]
+                motion = motion.expand(-1, post_patch_num_frames, -1, -1)
             motion = F.silu(motion).to(hidden_states.dtype)
 
         # 4. Transformer blocks

@@ -168,7 +168,8 @@ class STraGPipeline(DiffusionPipeline):
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, motion_vae=motion_vae,
                               transformer=transformer, motion_encoder=motion_encoder, image_encoder=image_encoder)
         for module in (vae, motion_vae, transformer, motion_encoder):
-            use_onednn_conv3d(module)  # CPU only; no effect on CUDA
+            if module is not None:
+                use_onednn_conv3d(module)  # CPU only; no effect on CUDA
         self.depth_estimator = depth_estimator
         self.resolution = tuple(resolution)
         self.defaults = {**DEFAULTS, **(defaults or {})}
@@ -308,6 +309,70 @@ class STraGPipeline(DiffusionPipeline):
                        visibility=valid[None].expand(T, -1).clone(), K=K.float(), image_size=(int(h), int(w)),
                        fps=self.fps, prompt=prompt, metadata=metadata)
 
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        conditions: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        *,
+        scheduler: FlowMatchEulerDiscreteScheduler | UniPCMultistepScheduler,
+        num_inference_steps: int,
+        guidance_scale: float = 1.0,
+        motion_features: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        ref_latents: torch.Tensor | None = None,
+        on_step: Callable[..., torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The flow-matching loop: velocity prediction, CFG on the text (conditions shared by both branches).
+
+        Args:
+            latents: `(1, 16, t, h, w)` initial noise. conditions: `(1, 48, t, h, w)` from `encode_conditions`.
+            prompt_embeds / negative_prompt_embeds: `(1, L, text_dim)`; the negative is used when
+                `guidance_scale > 1` (noise_pred = uncond + g (text - uncond)).
+            motion_features: `(1, C, hf, wf)` MPM features or None (MPM off). image_embeds: `(1, 257, D)` CLIP
+                tokens when the transformer has image cross-attention. ref_latents: `(1, 16, h, w)` seed-compat
+                reference latent (None: zeros, as the authors' trainer feeds it).
+            on_step: `fn(i, t, latents, noise_pred, x0, last) -> latents` after every step.
+        Returns:
+            (latents, the last clean estimate x0, steps done); stops early when `self.interrupt` is set.
+        """
+        do_cfg = guidance_scale > 1.0
+        if do_cfg and negative_prompt_embeds is None:
+            raise InputError("`negative_prompt_embeds` is required when `guidance_scale` > 1")
+        tdtype = self.transformer.dtype
+        batch = 2 if do_cfg else 1
+        embeds = torch.cat([prompt_embeds, negative_prompt_embeds]) if do_cfg else prompt_embeds
+        embeds = embeds.to(latents.device, tdtype)
+        cond = conditions.to(latents.device, tdtype).expand(batch, -1, -1, -1, -1)
+
+        def shared(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.to(latents.device, tdtype).expand(batch, *x.shape[1:])
+
+        features, clip, ref = shared(motion_features), shared(image_embeds), shared(ref_latents)
+        scheduler.set_timesteps(num_inference_steps, device=latents.device)
+        timesteps = scheduler.timesteps
+        x0, steps_done = latents, 0
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    break
+                sigma = scheduler.sigmas[scheduler.step_index if scheduler.step_index is not None else i]
+                x = latents.expand(batch, -1, -1, -1, -1)
+                x = torch.cat([x.to(tdtype), cond], dim=1)
+                extra = {} if ref is None else {"ref_latents": ref}
+                out = self.transformer(hidden_states=x, timestep=t.expand(batch), encoder_hidden_states=embeds,
+                                       motion_features=features, encoder_hidden_states_image=clip,
+                                       return_dict=False, **extra)[0].float()
+                noise_pred = out[1:] + guidance_scale * (out[:1] - out[1:]) if do_cfg else out  # [cond, uncond]
+                x0 = latents - sigma.to(latents) * noise_pred  # clean estimate (velocity = noise - x0)
+                latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+                if on_step is not None:
+                    latents = on_step(i, t, latents, noise_pred, x0, i + 1 == len(timesteps))
+                steps_done += 1
+                bar.update()
+        return latents, x0, steps_done
+
     # -- main entry ----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
@@ -395,46 +460,30 @@ class STraGPipeline(DiffusionPipeline):
         cond = self.encode_conditions(image_t, depth_t, num_frames, device)
         features = self.motion_features(image_t, device)
         clip = self.image_tokens(image_t, device)
-        tdtype = self.transformer.dtype
-        batch = 2 if do_cfg else 1  # CFG on text only: conditions are shared by both branches
-        cond, features = cond.expand(batch, -1, -1, -1, -1).to(tdtype), features.expand(batch, -1, -1, -1).to(tdtype)
-        clip = None if clip is None else clip.expand(batch, -1, -1).to(device, tdtype)
-        embeds = embeds.to(tdtype)
         if release_stages:
             self.release("depth_estimator", "text_encoder", "image_encoder", "vae", "motion_encoder")
 
-        # 4. noise and timesteps (noise drawn on the CPU: the same seed gives the same scene on any device)
+        # 4. noise (drawn on the CPU: the same seed gives the same scene on any device)
         shape = (1, LATENT_CHANNELS, f_lat, h // 8, w // 8)
         latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
-        sched.set_timesteps(steps, device=device)
-        timesteps = sched.timesteps
-        x0 = latents
 
         # 5. denoise
-        steps_done = 0
-        with self.progress_bar(total=len(timesteps)) as bar:
-            for i, t in enumerate(timesteps):
-                if self.interrupt:
-                    break
-                sigma = sched.sigmas[sched.step_index if sched.step_index is not None else i]
-                x = latents.expand(2, -1, -1, -1, -1) if do_cfg else latents
-                x = torch.cat([x.to(tdtype), cond], dim=1)
-                out = self.transformer(hidden_states=x, timestep=t.expand(x.shape[0]),
-                                       encoder_hidden_states=embeds, motion_features=features,
-                                       encoder_hidden_states_image=clip, return_dict=False)[0].float()
-                noise_pred = out[1:] + guidance_scale * (out[:1] - out[1:]) if do_cfg else out  # [cond, uncond]
-                x0 = latents - sigma.to(latents) * noise_pred  # clean estimate (velocity = noise - x0)
-                latents = sched.step(noise_pred, t, latents, return_dict=False)[0]
-                if callback_on_step_end is not None:
-                    local = dict(latents=latents, noise_pred=noise_pred, prompt_embeds=prompt_embeds,
-                                 negative_prompt_embeds=negative_prompt_embeds)
-                    kwargs = {k: local[k] for k in callback_on_step_end_tensor_inputs}
-                    if preview_every and ((i + 1) % preview_every == 0 or i + 1 == len(timesteps)):
-                        kwargs["preview"] = self.decode_scene(x0, image_t, depth_t, K, prompt, {"preview_step": i + 1})
-                    result = callback_on_step_end(self, i, t, kwargs) or {}
-                    latents = result.get("latents", latents)
-                steps_done += 1
-                bar.update()
+        def on_step(i: int, t: torch.Tensor, latents: torch.Tensor, noise_pred: torch.Tensor,
+                    x0: torch.Tensor, last: bool) -> torch.Tensor:
+            if callback_on_step_end is None:
+                return latents
+            local = dict(latents=latents, noise_pred=noise_pred, prompt_embeds=prompt_embeds,
+                         negative_prompt_embeds=negative_prompt_embeds)
+            kwargs = {k: local[k] for k in callback_on_step_end_tensor_inputs}
+            if preview_every and ((i + 1) % preview_every == 0 or last):
+                kwargs["preview"] = self.decode_scene(x0, image_t, depth_t, K, prompt, {"preview_step": i + 1})
+            result = callback_on_step_end(self, i, t, kwargs) or {}
+            return result.get("latents", latents)
+
+        latents, x0, steps_done = self.denoise(
+            latents, cond, prompt_embeds, negative_prompt_embeds, scheduler=sched, num_inference_steps=steps,
+            guidance_scale=guidance_scale, motion_features=features, image_embeds=clip, on_step=on_step,
+        )
 
         # 6. decode -> Scene4D
         if release_stages:
