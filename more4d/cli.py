@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "generate TrajScene-Synth clips with exact ground truth"),
     "build-data": ("build_data", "build TrajScene clips (depth + 3D tracks) from your own videos"),
     "eval": ("evaluate", "evaluate models on held-out TrajScene-Synth seeds"),
+    "weights": ("weights", "download the released MoGe4D weights (Hugging Face / ModelScope) or list them"),
 }
 
 

@@ -353,7 +353,7 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_generate(args: argparse.Namespace, info: DistInfo) -> None:
     from more4d.commands import generate as cmd
 
-    out = cmd.prepare_out_dir(args.out) if info.is_main else None
+    out = cmd.check_out_dir(args.out) if info.is_main else None
     t0 = time.perf_counter()
     pipe = cmd.build_pipeline(args)
     setup_parallel(pipe, args.parallel, args.parallel_mode, ring_degree=args.ring_degree)

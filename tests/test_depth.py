@@ -93,13 +93,15 @@ def test_given_depth_aspect_mismatch_and_bad_file(tmp_path):
         load_depth(tmp_path / "junk.npy")
 
 
-def test_unidepth_missing_package_or_weights(tmp_path, monkeypatch):
-    if not unidepth_available():
-        with pytest.raises(InputError, match="unidepth"):
-            UniDepthEstimator(tmp_path)
-    _install_fake_unidepth(monkeypatch, [])
+def test_unidepth_missing_weights_or_package(tmp_path):
     with pytest.raises(InputError, match="model.safetensors"):
         UniDepthEstimator(tmp_path)
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).write_text("{}")
+    estimator = UniDepthEstimator(tmp_path)  # the package is needed only when depth is estimated
+    assert not unidepth_available()
+    with pytest.raises(InputError, match=r"`unidepth` package.*--depth"):
+        estimator(torch.rand(8, 8, 3))
 
 
 def test_unidepth_adapter_normalises_like_imagenet(tmp_path, monkeypatch):

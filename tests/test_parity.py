@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from more4d.geometry import SEED_MOTION_ALPHAS, normalize_motion
 from more4d.models.lora import load_lora, merge_lora
 from more4d.pipelines.strag import STraGPipeline, make_scheduler
+from more4d.weights import layout as paths
 from more4d.weights import released
 from more4d.weights.wan_keys import load_original_wan_transformer, original_to_diffusers_key
 
@@ -51,7 +52,7 @@ def max_err(name: str, ours: torch.Tensor, theirs: torch.Tensor, atol: float, rt
 
 
 @pytest.fixture(scope="module")
-def layout(tmp_path_factory) -> released.ReleasedLayout:
+def layout(tmp_path_factory) -> paths.ReleasedLayout:
     """The fixtures' weights as a released download: 4D-STraG safetensors + config, VAE/ `.bin` files."""
     root = tmp_path_factory.mktemp("released")
     strag, strag_meta = fixture("strag_transformer")
@@ -64,12 +65,12 @@ def layout(tmp_path_factory) -> released.ReleasedLayout:
                         ("vae", "state.vae.")):
         (root / "MoGe4D" / "VAE" / sub).mkdir(parents=True)
         torch.save(prefixed(vae, prefix), root / "MoGe4D" / "VAE" / sub / "pytorch_model.bin")
-    return released.ReleasedLayout({"MoGe4D": root / "MoGe4D"})
+    return paths.ReleasedLayout({"MoGe4D": root / "MoGe4D"})
 
 
 @pytest.fixture(scope="module")
 def strag_model(layout):
-    return released.load_released_strag(layout / released.STRAG_DIR).eval()
+    return released.load_released_strag(layout / paths.STRAG_DIR).eval()
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def padded_context(*embeds: torch.Tensor, length: int = 512) -> torch.Tensor:
 def test_strag_transformer_forward_mpm_on_and_off(layout, strag_model):
     t, meta = fixture("strag_transformer")
     assert strag_model.config.seed_compat and strag_model.config.num_attention_heads == meta["config"]["num_heads"]
-    omnimae = released.load_released_omnimae(layout / released.STRAG_DIR,
+    omnimae = released.load_released_omnimae(layout / paths.STRAG_DIR,
                                              num_heads=meta["omnimae_config"]["num_heads"]).eval()
     features = omnimae(t["input.first_frame"])
     max_err("omnimae tokens", features.flatten(2).transpose(1, 2), t["inter.omnimae_patch_tokens"], 1e-5)
@@ -191,7 +192,7 @@ def test_stage1_sampler_five_steps(strag_model, motion_vae):
 def test_kohya_lora_merges_into_strag_as_into_any_wan_tree(tmp_path, layout):
     t, meta = fixture("lora_merge")
     save_file(prefixed(t, "lora."), tmp_path / "lora.safetensors")
-    model = released.load_released_strag(layout / released.STRAG_DIR)
+    model = released.load_released_strag(layout / paths.STRAG_DIR)
     load_lora(model, tmp_path / "lora.safetensors", strict=False)  # the file covers the t2v model's layers only
     merge_lora(model, meta["multiplier"])
     weights = {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if "lora_" not in k}

@@ -32,7 +32,7 @@ def test_unknown_preset_and_14b_needs_folder():
         check_weights("wan2.1-14b")
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", sorted(p for p in PRESETS if not PRESETS[p].released))
 def test_missing_files_are_each_listed(preset, tmp_path):
     (tmp_path / "vae").mkdir()
     (tmp_path / "vae" / "config.json").write_text("{}")
@@ -44,6 +44,18 @@ def test_missing_files_are_each_listed(preset, tmp_path):
     assert ("depth/" in msg) == (preset == "tiny")  # UniDepth is optional at 14B (users may pass depth)
     with pytest.raises(InputError, match="does not exist"):
         check_weights(preset, tmp_path / "nope")
+
+
+def test_released_layout_missing_files_name_the_download_command(tmp_path):
+    (tmp_path / "MoGe4D" / "4D-STraG").mkdir(parents=True)
+    with pytest.raises(InputError) as err:
+        check_weights("moge4d", tmp_path)
+    msg = str(err.value)
+    assert f"run `more4d weights download --dir {tmp_path}`" in msg
+    for name in ("MoGe4D/4D-STraG/diffusion_pytorch_model.safetensors", "MoGe4D/VAE/vae/pytorch_model.bin",
+                 "Wan2.1-Fun-V1.1-14B-Control/Wan2.1_VAE.pth", "Wan2.1-Fun-V1.1-14B-InP/config.json"):
+        assert f"\n  {name}" in msg
+    assert "unidepth" not in msg  # optional: users may pass depth
 
 
 def test_device_and_dtype_requests():

@@ -61,11 +61,11 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def prepare_out_dir(path: str) -> Path:
+def check_out_dir(path: str) -> Path:
+    """`--out` as a Path, refused if it exists and is not a folder; created only when there is a result to write."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {path!r} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -95,6 +95,7 @@ def generate_scene(args: argparse.Namespace, pipe: Any) -> Any:
 def write_scene_outputs(scene: Any, out: Path) -> dict[str, str]:
     from more4d.export import export_preview_mp4
 
+    out.mkdir(parents=True, exist_ok=True)
     scene.save(out / "scene.safetensors")
     export_preview_mp4(scene, out / "preview.mp4")
     return {"scene": "scene.safetensors", "preview": "preview.mp4"}
@@ -113,7 +114,7 @@ def write_settings(out: Path, args: argparse.Namespace, scene: Any, files: dict[
 
 
 def run(args: argparse.Namespace) -> int:
-    out = prepare_out_dir(args.out)
+    out = check_out_dir(args.out)
     t0 = time.perf_counter()
     pipe = build_pipeline(args)
     t1 = time.perf_counter()

@@ -34,18 +34,27 @@ class UniDepthEstimator:
 
     def __init__(self, weights_dir: str | os.PathLike, device: str | torch.device = "cpu",
                  resolution_level: int = 9) -> None:
-        if not unidepth_available():
-            raise InputError("depth model 'unidepth' needs the `unidepth` package, which is not installed "
-                             "(pip install git+https://github.com/lpiccinelli-eth/UniDepth)")
         folder = Path(weights_dir)
         missing = [f for f in UNIDEPTH_FILES if not (folder / f).is_file()]
         if missing:
             raise InputError(f"UniDepth weights folder {str(folder)!r} is missing: {', '.join(missing)}")
-        from unidepth.models import UniDepthV2
+        self.folder, self.device, self.resolution_level = folder, device, resolution_level
+        self._model = None
 
-        self.model = UniDepthV2.from_pretrained(str(folder)).to(device).eval()
-        self.model.resolution_level = resolution_level
-        self.model.interpolation_mode = "bilinear"
+    @property
+    def model(self):
+        """UniDepthV2, loaded on first use: callers that pass their own depth never need the package."""
+        if self._model is None:
+            if not unidepth_available():
+                raise InputError("depth model 'unidepth' needs the `unidepth` package, which is not installed "
+                                 "(pip install git+https://github.com/lpiccinelli-eth/UniDepth), or pass your own "
+                                 "depth map (--depth FILE.npy)")
+            from unidepth.models import UniDepthV2
+
+            self._model = UniDepthV2.from_pretrained(str(self.folder)).to(self.device).eval()
+            self._model.resolution_level = self.resolution_level
+            self._model.interpolation_mode = "bilinear"
+        return self._model
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> DepthPrediction:

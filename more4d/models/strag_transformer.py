@@ -81,17 +81,17 @@ class MAdaNorm(nn.Module):
         self.gate = nn.Parameter(torch.zeros(dim))
 
     def forward(self, hidden_states: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-        """`hidden_states (B, F*P, D)`, `motion (B, 1 | f, P, C)` = SiLU(features) -> `(B, F*P, D)`.
+        """`hidden_states (B, F*P, D)`, `motion (B, 1 | F, P, C)` = SiLU(features) -> `(B, F*P, D)`.
 
-        With `1 < f < F` only the first f frames are modulated and the rest pass through unchanged (seed-compat).
+        Tokens whose features are exactly zero are padding and pass through unmodulated (seed-compat pads the last
+        latent frame so; the mask travels with `motion` when context parallelism splits the sequence).
         """
         b, n, d = hidden_states.shape
         scale, shift = (self.linear(motion) * self.gate.repeat(2)).chunk(2, dim=-1)
+        real = (motion != 0).any(dim=-1, keepdim=True).to(scale.dtype)
+        scale, shift = scale * real, shift * real
         h = hidden_states.view(b, -1, motion.shape[2], d)
-        f = motion.shape[1]
-        if f == 1 or f == h.shape[1]:
-            return torch.addcmul(shift, h, 1 + scale).view(b, n, d)
-        return torch.cat([torch.addcmul(shift, h[:, :f], 1 + scale), h[:, f:]], dim=1).view(b, n, d)
+        return torch.addcmul(shift, h, 1 + scale).view(b, n, d)
 
 
 class STraGTransformerBlock(WanTransformerBlock):
@@ -288,9 +288,9 @@ class STraGTransformer(WanTransformer3DModel):
             # compute dtype, not the adapter weights': under fp8 layerwise casting those are stored as float8
             motion = self.motion_perception(motion_features.to(hidden_states.device, hidden_states.dtype), grid)
             motion = motion.unsqueeze(1)
-            if self.ref_conv is not None:  # seed: features on t frames against [ref frame | t frames]
-                motion = motion.expand(-1, post_patch_num_frames, -1, -1)
             motion = F.silu(motion).to(hidden_states.dtype)
+            if self.ref_conv is not None:  # seed: [f on t frames | zero padding], against [ref frame | t frames]
+                motion = torch.cat([motion.expand(-1, post_patch_num_frames, -1, -1), torch.zeros_like(motion)], 1)
 
         # 4. Transformer blocks
         for block in self.blocks:

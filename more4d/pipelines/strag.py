@@ -182,7 +182,7 @@ class STraGPipeline(DiffusionPipeline):
     @classmethod
     def from_preset(cls, preset: str = "tiny", weights_dir: str | os.PathLike | None = None,
                     device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None) -> STraGPipeline:
-        """Build from a weights preset ("tiny" | "wan2.1-14b"); see `more4d.weights`."""
+        """Build from a weights preset ("tiny" | "moge4d" | "wan2.1-14b"); see `more4d.weights`."""
         from more4d.weights import get_preset, load_components
 
         spec = get_preset(preset)
@@ -191,7 +191,7 @@ class STraGPipeline(DiffusionPipeline):
             comps["image_encoder"] = load_components(preset, weights_dir, device=device, dtype=dtype,
                                                      only=("vism_image_encoder",))["vism_image_encoder"]
         pipe = cls(depth_estimator=comps.pop("depth"), resolution=spec.resolution, defaults=spec.strag_defaults,
-                   **comps)
+                   fps=spec.fps, **comps)
         pipe.preset = spec.name
         if spec.vae_tiling:
             pipe.enable_vae_tiling()

@@ -43,12 +43,7 @@ logger = logging.getLogger(__name__)
 
 CameraLike = str | CameraPath | CameraTrajectory
 VISM_COMPONENTS = ("vae", "vism_transformer", "vism_image_encoder", "tokenizer", "text_encoder")
-LORA_FILE = "vism/lora.safetensors"  # optional in a weights folder: merged into the transformer at load
-# sampling defaults per weights preset (METHOD.md: 50 steps, CFG 6 at full scale; tiny: fast on a CPU)
-VISM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "tiny": dict(num_inference_steps=4, guidance_scale=1.0, shift=3.0),
-    "wan2.1-14b": dict(num_inference_steps=50, guidance_scale=6.0, shift=3.0),
-}
+DEFAULTS = dict(num_inference_steps=50, guidance_scale=6.0, shift=5.0)  # presets override (`Preset.vism_defaults`)
 
 
 @dataclass
@@ -122,7 +117,7 @@ class ViSMPipeline(DiffusionPipeline):
         for module in (vae, transformer):
             if module is not None:
                 use_onednn_conv3d(module)  # CPU inference only; no effect on CUDA or with gradients
-        self.defaults = dict(VISM_DEFAULTS["wan2.1-14b"], **(defaults or {}))
+        self.defaults = dict(DEFAULTS, **(defaults or {}))
         self.preset = None
 
     @classmethod
@@ -130,10 +125,10 @@ class ViSMPipeline(DiffusionPipeline):
                     device: str | torch.device | None = "cpu", dtype: str | torch.dtype | None = None, *,
                     text_encoder: torch.nn.Module | None = None, tokenizer: Any = None,
                     lora_weight: float = 0.55) -> ViSMPipeline:
-        """Build from a weights preset ("tiny" | "wan2.1-14b"; see `more4d.weights`).
+        """Build from a weights preset ("tiny" | "moge4d" | "wan2.1-14b"; see `more4d.weights`).
 
-        A text encoder/tokenizer already loaded (e.g. by the STraG stage) can be passed to share it. If the weights
-        folder holds `vism/lora.safetensors` (more4d or the authors' kohya format) it is merged at `lora_weight`.
+        A text encoder/tokenizer already loaded (e.g. by the STraG stage) can be passed to share it. The preset's LoRA
+        file (`Preset.vism_lora`, more4d or the authors' kohya format), when present, is merged at `lora_weight`.
         """
         from more4d.models.lora import load_lora, merge_lora
         from more4d.weights import get_preset, load_components
@@ -143,14 +138,14 @@ class ViSMPipeline(DiffusionPipeline):
         only = [c for c in VISM_COMPONENTS if not (c == "text_encoder" and text_encoder is not None)
                 and not (c == "tokenizer" and tokenizer is not None)]
         comps = load_components(preset, weights_dir, device=device, dtype=dtype, only=only)
-        lora = weights_folder(spec, weights_dir) / LORA_FILE
-        if lora.is_file():
+        lora = weights_folder(spec, weights_dir) / spec.vism_lora if spec.vism_lora else None
+        if lora is not None and lora.is_file():
             load_lora(comps["vism_transformer"], lora)
             merge_lora(comps["vism_transformer"], lora_weight)
-        defaults = VISM_DEFAULTS.get(spec.name, {})
+        defaults = spec.vism_defaults
         pipe = cls(transformer=comps["vism_transformer"], vae=comps["vae"], image_encoder=comps["vism_image_encoder"],
                    text_encoder=text_encoder or comps["text_encoder"], tokenizer=tokenizer or comps["tokenizer"],
-                   scheduler=FlowMatchEulerDiscreteScheduler(shift=defaults.get("shift", 3.0)), defaults=defaults)
+                   scheduler=FlowMatchEulerDiscreteScheduler(shift=defaults["shift"]), defaults=defaults)
         pipe.preset = spec.name
         if spec.vae_tiling:
             pipe.enable_vae_tiling()

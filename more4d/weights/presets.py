@@ -1,8 +1,10 @@
-"""Model presets: where each component's weights live and how to load them (nothing is ever downloaded).
+"""Model presets: where each component's weights live and how to load them.
 
-"tiny" is the embedded default (`assets/weights/tiny`, written by `save_random_tiny` or by train/).
-"wan2.1-14b" is the paper's scale, read from a local folder you name (`--weights DIR`) with this layout
-(diffusers / transformers `save_pretrained` folders; sharded `*.safetensors.index.json` also accepted):
+- "tiny": the embedded default (`assets/weights/tiny`, written by `save_random_tiny` or by train/).
+- "moge4d": the authors' released MoGe4D weights in their native layout, as `more4d weights download` fetches
+  them (into `--dir DIR`, then `--weights DIR`; or into the Hugging Face cache, then no `--weights`); loaders in
+  `more4d.weights.released`.
+- "wan2.1-14b": the same scale from a local folder in more4d's own layout (`--weights DIR`):
 
     DIR/
       vae/                 AutoencoderKLWan (Wan2.1 VAE)          config.json, diffusion_pytorch_model.safetensors
@@ -12,10 +14,9 @@
       depth/               UniDepth-V2 (optional: else pass depth) config.json, model.safetensors
       strag/transformer/   STraGTransformer (MPM + MAdaNorm)       config.json, diffusion_pytorch_model.safetensors
       strag/motion_encoder/ OmniMAE ViT-B/16                       vitb_pretrain.torch
-      vism/transformer/    Wan2.1-Fun-14B-InP (+ merged ViSM LoRA) config.json, diffusion_pytorch_model.safetensors
+      vism/transformer/    Wan2.1-Fun-14B-InP                      config.json, diffusion_pytorch_model.safetensors
+      vism/lora.safetensors optional ViSM LoRA (more4d or kohya)   merged at load
       vism/image_encoder/  CLIPVisionModel (ViT-H/14)              config.json, model.safetensors
-
-`more4d.weights.convert` (seed checkpoints) writes the STraG / motion-VAE folders of this layout.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from typing import Any
 import torch
 
 from more4d.errors import InputError
+from more4d.weights import layout as released
+from more4d.weights.layout import ReleasedLayout
 
 logger = logging.getLogger(__name__)
 STATUS_FILE = "status.json"  # optional: {"untrained"|"below_bar": [component folders], "report": path}
@@ -47,7 +50,8 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16
 
 @dataclass(frozen=True)
 class Component:
-    """One model folder of a preset: `files` lists required files, each as a tuple of alternatives."""
+    """One model folder (or file) of a preset: `files` lists required files in it, each as a tuple of alternatives;
+    with no `files`, `subfolder` names a file that must exist. The loader gets `root / subfolder`."""
 
     name: str
     subfolder: str
@@ -55,12 +59,15 @@ class Component:
     files: tuple[tuple[str, ...], ...] = (("config.json",), DIFFUSERS_WEIGHTS)
     optional: bool = False
 
-    def missing(self, root: Path) -> list[str]:
+    def missing(self, root: Path | ReleasedLayout) -> list[str]:
         folder = root / self.subfolder
-        return [f"{self.subfolder}/{alts[0]}" + (f" (or {', '.join(alts[1:])})" if len(alts) > 1 else "")
+        if not self.files:
+            return [] if folder.is_file() else [self.subfolder]
+        prefix = f"{self.subfolder}/" if self.subfolder else ""
+        return [f"{prefix}{alts[0]}" + (f" (or {', '.join(alts[1:])})" if len(alts) > 1 else "")
                 for alts in self.files if not any((folder / a).is_file() for a in alts)]
 
-    def load(self, root: Path, device: torch.device, dtype: torch.dtype) -> Any:
+    def load(self, root: Path | ReleasedLayout, device: torch.device, dtype: torch.dtype) -> Any:
         module, attr = self.loader.split(":")
         fn: Callable[..., Any] = getattr(importlib.import_module(module), attr)
         return fn(root / self.subfolder, device=device, dtype=dtype)
@@ -68,14 +75,21 @@ class Component:
 
 @dataclass(frozen=True)
 class Preset:
-    """A model scale: its components, default folder, working resolution and sampling defaults."""
+    """A model scale: its components, default folder, working resolution and sampling defaults.
+
+    `released`: the weights are the authors' download (`ReleasedLayout`), not one folder. `vism_lora`: a LoRA file
+    (relative to the weights root) merged into the ViSM transformer when present.
+    """
 
     name: str
     components: tuple[Component, ...]
     default_dir: Path | None
     resolution: tuple[int, int]  # (H, W) the models were trained at; inputs are bucketed to about this area
     strag_defaults: dict[str, Any] = field(default_factory=dict)
-    seed_compat: bool = False
+    vism_defaults: dict[str, Any] = field(default_factory=dict)
+    fps: float = 8.0
+    vism_lora: str | None = None
+    released: bool = False
     vae_tiling: bool = False  # pipelines built from the preset encode/decode in spatial tiles (less GPU memory)
 
     def component(self, name: str) -> Component:
@@ -93,6 +107,14 @@ _COMMON = (
     Component("vism_image_encoder", "vism/image_encoder", f"{_L}:load_clip_vision",
               files=(("config.json",), TRANSFORMERS_WEIGHTS)),
 )
+_FULL_SCALE = dict(
+    resolution=(368, 512),
+    strag_defaults=dict(num_frames=49, num_inference_steps=50, guidance_scale=6.0, shift=5.0, scheduler="euler"),
+    # the authors' "Flow" sampler takes its shift from their yaml (5.0) for both stages; their --shift 3.0 is inert
+    vism_defaults=dict(num_inference_steps=50, guidance_scale=6.0, shift=5.0),
+    vae_tiling=True,  # untiled, the 49x368x512 Wan VAE ran both stages out of an 80 GB card (bench/RESULTS.md)
+)
+_R, _E = "more4d.weights.released", "more4d.weights.wan_encoders"
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny",
@@ -105,9 +127,34 @@ PRESETS: dict[str, Preset] = {
         ),
         default_dir=TINY_DIR,
         resolution=(256, 256),
-        # 8 Euler steps without guidance: 9% lower motion error than 2 steps on held-out seeds, as low as 4; guidance
-        # makes the tiny model's motion larger and worse (train/runs/tiny/REPORT.md "Session 9")
+        # 8 Euler steps without guidance: lower held-out motion error than 2 steps, as low as 4; guidance makes
+        # the tiny model's motion larger and worse (assets/weights/tiny/README.md)
         strag_defaults=dict(num_frames=17, num_inference_steps=8, guidance_scale=1.0, shift=5.0, scheduler="euler"),
+        vism_defaults=dict(num_inference_steps=4, guidance_scale=1.0, shift=3.0),
+    ),
+    "moge4d": Preset(
+        name="moge4d",
+        components=(
+            Component("vae", released.WAN_VAE, f"{_R}:load_wan_vae", files=()),
+            Component("motion_vae", "", f"{_R}:load_released_motion_vae",
+                      files=((released.FINETUNED_VAE,), (released.ENCODER_PROMPT,), (released.DECODER_PROMPT,))),
+            Component("tokenizer", released.TOKENIZER, f"{_L}:load_tokenizer",
+                      files=(("tokenizer.json", "spiece.model"),)),
+            Component("text_encoder", released.UMT5, f"{_E}:load_wan_umt5", files=()),
+            Component("depth", released.UNIDEPTH, f"{_L}:load_unidepth", files=(("config.json",), ("model.safetensors",)),
+                      optional=True),
+            Component("transformer", released.STRAG_DIR, f"{_R}:load_released_strag",
+                      files=(DIFFUSERS_WEIGHTS,)),
+            Component("motion_encoder", released.STRAG_DIR, f"{_R}:load_released_omnimae",
+                      files=(DIFFUSERS_WEIGHTS,)),
+            Component("vism_transformer", released.VISM_BASE, f"{_L}:load_vism_transformer",
+                      files=(("config.json",), DIFFUSERS_WEIGHTS)),
+            Component("vism_image_encoder", released.CLIP, f"{_E}:load_wan_clip_vision", files=()),
+        ),
+        default_dir=None,
+        vism_lora=released.LORA_FILE,
+        released=True,
+        **_FULL_SCALE,
     ),
     "wan2.1-14b": Preset(
         name="wan2.1-14b",
@@ -121,9 +168,8 @@ PRESETS: dict[str, Preset] = {
                       files=(("vitb_pretrain.torch",),)),
         ),
         default_dir=None,
-        resolution=(368, 512),
-        strag_defaults=dict(num_frames=49, num_inference_steps=50, guidance_scale=6.0, shift=5.0, scheduler="euler"),
-        vae_tiling=True,  # untiled, the 49x368x512 Wan VAE ran both stages out of an 80 GB card (bench/RESULTS.md)
+        vism_lora="vism/lora.safetensors",
+        **_FULL_SCALE,
     ),
 }
 
@@ -170,7 +216,10 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return dtype
 
 
-def weights_folder(preset: Preset, weights_dir: str | os.PathLike | None) -> Path:
+def weights_folder(preset: Preset, weights_dir: str | os.PathLike | None) -> Path | ReleasedLayout:
+    """The preset's weights root: a folder, or for the released preset the downloaded repositories."""
+    if preset.released:
+        return ReleasedLayout.find(weights_dir)
     if weights_dir is None:
         if preset.default_dir is None:
             raise InputError(f"model preset {preset.name!r} needs a local weights folder (--weights DIR); "
@@ -180,14 +229,14 @@ def weights_folder(preset: Preset, weights_dir: str | os.PathLike | None) -> Pat
 
 
 def check_weights(preset: str, weights_dir: str | os.PathLike | None = None,
-                  only: Iterable[str] | None = None) -> Path:
+                  only: Iterable[str] | None = None) -> Path | ReleasedLayout:
     """Return the weights folder after checking that every required file exists.
 
     Raises `InputError` listing each missing file (relative to the folder).
     """
     spec = get_preset(preset)
     root = weights_folder(spec, weights_dir)
-    if not root.is_dir():
+    if isinstance(root, Path) and not root.is_dir():
         raise InputError(f"weights folder {str(root)!r} for preset {spec.name!r} does not exist"
                          + (" (run `python -m more4d.weights.presets` to write random tiny weights)"
                             if spec.name == "tiny" else ""))
@@ -195,8 +244,10 @@ def check_weights(preset: str, weights_dir: str | os.PathLike | None = None,
     missing = [f for c in spec.components if (wanted is None or c.name in wanted) and not c.optional
                for f in c.missing(root)]
     if missing:
-        raise InputError(f"weights folder {str(root)!r} for preset {spec.name!r} is missing "
-                         f"{len(missing)} file(s):\n  " + "\n  ".join(missing))
+        where = f"{root.missing_root}" if isinstance(root, ReleasedLayout) else str(root)
+        hint = f"; {root.download_hint()}" if isinstance(root, ReleasedLayout) else ""
+        raise InputError(f"weights for preset {spec.name!r} in {where!r} are missing {len(missing)} file(s){hint}:"
+                         "\n  " + "\n  ".join(missing))
     return root
 
 
@@ -222,7 +273,8 @@ def load_components(preset: str = "tiny", weights_dir: str | os.PathLike | None 
         if isinstance(model, torch.nn.Module):
             model.eval().requires_grad_(False)
         out[c.name] = model
-    _warn_flagged(root, [c.subfolder for c in spec.components if c.name in out and out[c.name] is not None])
+    if isinstance(root, Path):
+        _warn_flagged(root, [c.subfolder for c in spec.components if c.name in out and out[c.name] is not None])
     return out
 
 

@@ -30,6 +30,7 @@ from more4d.models.motion_features import KeyReport, OmniMAEViT, load_omnimae_st
 from more4d.models.motion_vae import MotionVAE
 from more4d.models.strag_transformer import STraGTransformer
 from more4d.weights.convert_seed import OMNIMAE_IN_STRAG, convert_seed_motion_adaptors, convert_seed_strag
+from more4d.weights.layout import DECODER_PROMPT, ENCODER_PROMPT, FINETUNED_VAE, ReleasedLayout
 from more4d.weights.wan_keys import read_state_dict
 
 # The trajectory latent statistics of the authors' motion VAE (class constants of their `AutoencoderKLWan`,
@@ -47,47 +48,6 @@ TRAJECTORY_STD = (
     0.28630000352859497,
 )
 ADAPTOR_GROUPS = 32  # the authors' adaptors use GroupNorm(32) at every width
-
-STRAG_DIR = "MoGe4D/4D-STraG"
-LORA_FILE = "MoGe4D/4D-ViSM/lora_diffusion_pytorch_model.safetensors"
-ENCODER_PROMPT = "MoGe4D/VAE/encoder_prompt/pytorch_model.bin"
-DECODER_PROMPT = "MoGe4D/VAE/decoder_prompt/pytorch_model.bin"
-FINETUNED_VAE = "MoGe4D/VAE/vae/pytorch_model.bin"
-WAN_VAE = "Wan2.1-Fun-V1.1-14B-Control/Wan2.1_VAE.pth"
-UMT5 = "Wan2.1-Fun-V1.1-14B-Control/models_t5_umt5-xxl-enc-bf16.pth"
-TOKENIZER = "Wan2.1-Fun-V1.1-14B-Control/google/umt5-xxl"
-CLIP = "Wan2.1-Fun-V1.1-14B-Control/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
-VISM_BASE = "Wan2.1-Fun-V1.1-14B-InP"
-UNIDEPTH = "unidepth-v2-vitl14"
-
-
-class ReleasedLayout:
-    """The downloaded repositories, `{name: folder}`; `layout / "MoGe4D/VAE"` resolves a path inside one.
-
-    `layout / ""` is the layout itself, so preset components with an empty subfolder receive it whole.
-    """
-
-    def __init__(self, folders: dict[str, Path]) -> None:
-        self.folders = {name: Path(p) for name, p in folders.items()}
-
-    def __truediv__(self, path: str) -> Any:
-        if not path:
-            return self
-        repo, _, rest = str(path).partition("/")
-        if repo not in self.folders:
-            raise InputError(f"released layout has no repository {repo!r} (has {sorted(self.folders)})")
-        return self.folders[repo] / rest if rest else self.folders[repo]
-
-    def __repr__(self) -> str:
-        return f"ReleasedLayout({', '.join(f'{k}={v}' for k, v in self.folders.items())})"
-
-    @classmethod
-    def find(cls, weights_dir: str | os.PathLike | None) -> ReleasedLayout:
-        """The layout in `weights_dir` (a `more4d weights download --dir` folder) or in the Hugging Face cache."""
-        from more4d.weights.download import released_folders
-
-        return cls(released_folders(weights_dir))
-
 
 def torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A `.pth` / `.bin` state dict, loaded with `weights_only=True` (memory-mapped: large files are not copied)."""
@@ -144,7 +104,7 @@ def load_released_omnimae(folder: str | os.PathLike, *, device: str | torch.devi
     model = OmniMAEViT(**config)
     load_omnimae_state_dict(model, state, prefix=OMNIMAE_IN_STRAG).raise_if_incomplete(
         f"OmniMAE weights in {str(folder)!r}")
-    return model.to(device=device, dtype=dtype)
+    return torch.nn.Module.to(model, device=device, dtype=dtype)
 
 
 # -- VAEs --------------------------------------------------------------------------------------------------------
@@ -185,7 +145,7 @@ def load_wan_vae(file: str | os.PathLike, *, device: str | torch.device = "cpu",
     state = wan_vae_state_to_diffusers(torch_state_dict(file), str(file))
     vae = AutoencoderKLWan(**_vae_kwargs(state))
     _load_strict(vae, state, f"Wan VAE {str(file)!r}")
-    return vae.to(device=device, dtype=dtype)
+    return torch.nn.Module.to(vae, device=device, dtype=dtype)  # ModelMixin.to warns about fp32 modules
 
 
 def load_released_motion_vae(layout: ReleasedLayout, *, device: str | torch.device = "cpu",
@@ -212,45 +172,38 @@ def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
     return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
 
 
-# -- encoders, depth, ViSM ---------------------------------------------------------------------------------------
-
-def load_released_umt5(file: str | os.PathLike, *, device: str | torch.device = "cpu",
-                       dtype: torch.dtype = torch.float32):
-    from more4d.weights.wan_encoders import load_wan_umt5
-
-    return load_wan_umt5(file, device=device, dtype=dtype)
+_VAE_RESIDUAL = {"norm1.gamma": "residual.0.gamma", "conv1": "residual.2", "norm2.gamma": "residual.3.gamma",
+                 "conv2": "residual.6", "conv_shortcut": "shortcut"}
 
 
-def load_released_clip(file: str | os.PathLike, *, device: str | torch.device = "cpu",
-                       dtype: torch.dtype = torch.float32):
-    from more4d.weights.wan_encoders import load_wan_clip_vision
+def _wan_vae_original_key(key: str) -> str:
+    """One diffusers `AutoencoderKLWan` key -> its Wan-original name (the inverse of diffusers' converter)."""
+    import re
 
-    return load_wan_clip_vision(file, device=device, dtype=dtype)
+    part, _, rest = key.partition(".")
+    if part in ("quant_conv", "post_quant_conv"):
+        return {"quant_conv": "conv1", "post_quant_conv": "conv2"}[part] + "." + rest
+    rest = rest.replace("conv_in.", "conv1.", 1) if rest.startswith("conv_in.") else rest
+    rest = re.sub(r"^norm_out\.", "head.0.", rest)
+    rest = re.sub(r"^conv_out\.", "head.2.", rest)
+    rest = re.sub(r"^mid_block\.resnets\.(\d)\.", lambda m: f"middle.{2 * int(m.group(1))}.", rest)
+    rest = rest.replace("mid_block.attentions.0.", "middle.1.")
+    m = re.match(r"^up_blocks\.(\d+)\.(resnets\.(\d+)|upsamplers\.0)\.(.+)$", rest)
+    if m:
+        index = 4 * int(m.group(1)) + (int(m.group(3)) if m.group(3) is not None else 3)
+        rest = f"upsamples.{index}.{m.group(4)}"
+    rest = rest.replace("down_blocks.", "downsamples.")
+    for new, old in _VAE_RESIDUAL.items():
+        rest = re.sub(rf"^((?:middle|downsamples|upsamples)\.\d+\.){re.escape(new)}(\.|$)", rf"\g<1>{old}\2", rest)
+    return f"{part}.{rest}"
 
 
-def load_released_vism(layout: ReleasedLayout, *, device: str | torch.device = "cpu",
-                       dtype: torch.dtype = torch.float32, lora_scale: float | None = None):
-    """The ViSM transformer: the Wan2.1-Fun-InP base (original names, sharded or not) with the released kohya
-    LoRA merged at `lora_scale` (default 0.55, the authors' multiplier)."""
-    from more4d.models.lora import DEFAULT_MERGE_WEIGHT, load_lora, merge_lora
-    from more4d.models.vism import load_vism_transformer
-
-    model = load_vism_transformer(layout / VISM_BASE, dtype=dtype, device="cpu")  # merge_lora adds in fp32
-    load_lora(model, layout / LORA_FILE)
-    merge_lora(model, DEFAULT_MERGE_WEIGHT if lora_scale is None else lora_scale, backup_device="meta")
-    model = _drop_lora_wrappers(model)
-    return model.to(device)
-
-
-def _drop_lora_wrappers(model: torch.nn.Module) -> torch.nn.Module:
-    """After a merge the adapters are dead weight: unwrap peft's layers back to their (merged) base layers."""
-    from peft.tuners.lora import LoraLayer
-
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoraLayer):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, module.get_base_layer())
-    model.peft_config = {}
-    model._hf_peft_config_loaded = False
-    model._lora_merge_backup = None
-    return model
+def diffusers_to_wan_vae_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An `AutoencoderKLWan` state dict under the Wan-original names of `Wan2.1_VAE.pth`; checked by converting
+    back with diffusers' converter (raises `InputError` if any key does not round-trip)."""
+    original = {_wan_vae_original_key(k): v for k, v in state.items()}
+    back = wan_vae_state_to_diffusers(original, "diffusers_to_wan_vae_state")
+    bad = sorted(set(back) ^ set(state))
+    if bad:
+        raise InputError(f"Wan VAE keys without an original name: {bad[:5]}")
+    return original
