@@ -85,11 +85,9 @@ def _optional_float(value: Any) -> float | None:
 
 def model_defaults(model: str) -> dict[str, Any]:
     """The page's initial settings for `model`: its preset's STraG and ViSM sampling defaults."""
-    from more4d.pipelines.vism import VISM_DEFAULTS
     from more4d.weights import get_preset
 
-    strag = get_preset(model).strag_defaults
-    vism = VISM_DEFAULTS[model]
+    strag, vism = get_preset(model).strag_defaults, get_preset(model).vism_defaults
     return {"frames": strag["num_frames"], "steps": strag["num_inference_steps"],
             "guidance": strag["guidance_scale"], "render_steps": vism["num_inference_steps"],
             "render_guidance": vism["guidance_scale"]}
