@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Paper-scale 4D-STraG training on 2..N GPUs (issue 8): FSDP2 and DeepSpeed ZeRO-3, 14B random init on the meta
+# Paper-scale 4D-STraG training on 2..N GPUs: FSDP2 and DeepSpeed ZeRO-3, 14B random init on the meta
 # device, 49x368x512 batches, bf16, gradient checkpointing, 12 optimizer steps, checkpoint save + resume check;
 # then the same 2-process gloo dry runs of train/train_strag.py as on the CPU, on GPUs (accelerate configs).
 #   bench/bench_train_multigpu.sh            # every GPU count from 2 to all visible GPUs (powers of two)

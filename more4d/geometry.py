@@ -1,4 +1,4 @@
-"""Camera geometry and the depth-guided motion normalisation (METHOD.md).
+"""Camera geometry and the depth-guided motion normalisation (docs/method.md, "Depth-guided motion normalisation").
 
 Conventions: OpenCV camera axes (x right, y down, z forward); K in pixels with square pixels; the pixel in
 row i, column j has its centre at (u, v) = (j + 0.5, i + 0.5), so a centred principal point is (W/2, H/2).

@@ -54,7 +54,7 @@ SEED_TOP_TARGETS = ("text_embedding.0", "text_embedding.2", "time_embedding.0", 
 
 
 def seed_targets(num_layers: int) -> list[str]:
-    """The original-Wan modules of the authors' ViSM LoRA (seed_checkpoints.md §4)."""
+    """The original-Wan modules of the authors' ViSM LoRA (docs/method.md, "4D-ViSM LoRA")."""
     return [f"blocks.{i}.{m}" for i in range(num_layers) for m in SEED_BLOCK_TARGETS] + list(SEED_TOP_TARGETS)
 
 

@@ -108,7 +108,7 @@ def test_status_file_flags_untrained_components(tiny_dir, caplog):
     from more4d.weights.presets import STATUS_FILE, flagged_components
 
     assert flagged_components(tiny_dir) == []
-    status = {"untrained": ["depth"], "below_bar": ["vae"], "report": "REPORT.md"}
+    status = {"untrained": ["depth"], "below_bar": ["vae"], "report": "README.md"}
     (tiny_dir / STATUS_FILE).write_text(json.dumps(status))
     try:
         with caplog.at_level(logging.WARNING, logger="more4d.weights.presets"):

@@ -18,17 +18,18 @@
 #   STAGE3_MIN=9 train/tiny_all.sh stage3  # one more slot of STraG || ViSM: each run resumes from its checkpoint
 #
 # Every run exports fp16 weights into $WEIGHTS at each clean exit (complete or out of time) and writes its record
-# (config, command, card, steps, wall time, final metrics, curves, last samples) into train/runs/tiny/<model>/.
+# (config, command, card, steps, wall time, final metrics, curves, last samples) into $RECORDS/<model>/.
 # Re-running a stage resumes; a stage's summary.json says "complete": true once it reached max_steps.
-# If $OUT is set (the device machine's output folder), weights and records are copied there after each stage.
+# If $OUT is set (a folder that collects results, e.g. on a remote GPU machine), weights and records are copied
+# there after each stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python}
 SHIPPED=assets/weights/tiny
-WEIGHTS=${WEIGHTS:-$SHIPPED}  # on the device tool use an ignored folder (train/outputs/export): tracked files are re-copied at each call
+WEIGHTS=${WEIGHTS:-$SHIPPED}  # where the tracked tree is re-synced between commands use an ignored folder (train/outputs/export)
 RUNS=${RUNS:-train/outputs/tiny}
-RECORDS=${RECORDS:-train/runs/tiny}
+RECORDS=${RECORDS:-$RUNS/records}  # the small, readable files of each run (ignored by git)
 STAGE1_MIN=${STAGE1_MIN:-6}
 STAGE2_MIN=${STAGE2_MIN:-4}
 STAGE3_MIN=${STAGE3_MIN:-9}
@@ -44,7 +45,7 @@ train() {  # train NAME SCRIPT CONFIG MINUTES [KEY=VALUE ...] (extra config over
   record "$name"
 }
 
-record() {  # copy the small, readable files of a run into train/runs/tiny/<name>/
+record() {  # copy the small, readable files of a run into $RECORDS/<name>/
   local name=$1 src="$RUNS/$1" dst="$RECORDS/$1"
   mkdir -p "$dst"
   cp "$src"/{config.yaml,summary.json,runs.jsonl,metrics.jsonl,curves.png} "$dst"/ 2>/dev/null || true
@@ -95,11 +96,12 @@ stage2() {
   local gpu
   gpu=$($PY -c "import torch; print(str(torch.cuda.is_available()).lower())")
   train motion_vae train_vae.py tiny_motion_vae.yaml "$STAGE2_MIN" cuda_graphs="$gpu"
-  # REPORT "Session 8": L1 alone keeps one motion axis; its checkpoints/best is kept should the loss spike (session 9)
+  # squared errors: with L1 alone a tiny Wan VAE keeps one motion axis; checkpoints/best survives a late loss spike
   train motion_vae_mse train_vae.py tiny_motion_vae.yaml "$STAGE2_MIN" cuda_graphs="$gpu" from_scratch=false \
     copy_encoder_from_vae=false copy_decoder_from_vae=false motion_gain=null dense_clips=0 axis_balanced=true \
     l1_weight=0 mse_weight=1 data.batch_size=32 validation_steps=200 best_metric=val/epe_m
-  # REPORT "Session 10": the decoder alone (the latents, hence STraG's targets, stay), every track weighed alike
+  # the decoder alone (the latents, hence STraG's targets, stay), L1 with every track weighed alike: static tracks
+  # near zero
   train motion_vae_decoder train_vae.py tiny_motion_vae.yaml "$STAGE2_MIN" cuda_graphs="$gpu" from_scratch=false \
     train_encoder=false train_encoder_adaptor=false copy_encoder_from_vae=false copy_decoder_from_vae=false \
     motion_gain=null dense_clips=0 axis_balanced=true l1_weight=1 mse_weight=0 moving_weight=1 learning_rate=2e-4 \

@@ -6,7 +6,7 @@
     accelerate launch --config_file train/accelerate/deepspeed_zero2.yaml train/train_strag.py \
         --config train/configs/paper_strag.yaml
 
-Recipe (METHOD.md "4D-STraG"): x_t = (1 - s) x_0 + s e with s from a shift-5 grid (uniform or logit-normal u,
+Recipe (docs/method.md, "4D-STraG"): x_t = (1 - s) x_0 + s e with s from a shift-5 grid (uniform or logit-normal u,
 s = shift u / (1 + (shift - 1) u)), timestep 1000 s, target velocity e - x_0, MSE. Input channels: [noisy motion
 latent | image-video latent | start slot (zeros) | depth-video latent], built exactly as `STraGPipeline` does (the
 conditions by the RGB `vae/`, the targets by the motion VAE).

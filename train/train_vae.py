@@ -10,17 +10,17 @@
 
 Stage a: L1 + KL on RGB videos in [-1, 1] (pixels that change over time weigh `1 + change_weight`; a
 `motion_fraction` of each batch is motion pseudo-videos, so the encoder that stage b freezes can carry motion); the
-end sets `latents_mean/std` from the data. Stage b (METHOD.md "Motion-sensitive VAE"): the VAE encoder is frozen;
-the encoder adaptor, the VAE decoder and the decoder adaptor are trained with an L1 loss on the normalised motion
-video, weighted by track visibility (hidden tracks weigh `hidden_weight`), with `depth_weighted` by frame-0 depth
+end sets `latents_mean/std` from the data. Stage b (docs/method.md, "Motion-sensitive VAE"): the VAE encoder is
+frozen; the encoder adaptor, the VAE decoder and the decoder adaptor are trained with an L1 loss on the normalised
+motion video, weighted by track visibility (hidden tracks weigh `hidden_weight`), with `depth_weighted` by frame-0 depth
 (so the loss follows the metric error) and by `moving_weight` on tracks that move; `axis_balanced` gives the three
 motion axes equal shares, and `l1_weight` / `mse_weight` mix in squared errors (with L1 alone a tiny VAE keeps one
 axis). A tiny motion VAE can also start `from_scratch` (its own architecture, encoder trained) with `dense_clips`
 dense random videos per step whose plain reconstruction is added to the loss: without them a fresh tiny VAE learns
-to decode zero motion (REPORT "Session 5"). Validation reports the reconstruction end-point error in metric units
-after the inverse normalisation (`val/epe_m`), beside the error in m, and the relative error of each motion axis on
-moving tracks (`val/moving_rel_{x,y,z}`: 1 = that axis is decoded as no motion; session 7 found the shipped tiny
-motion VAE at about 1 on x and y).
+to decode zero motion. Validation reports the reconstruction end-point error in metric units after the inverse
+normalisation (`val/epe_m`), beside the error in m, and the relative error of each motion axis on moving tracks
+(`val/moving_rel_{x,y,z}`: 1 = that axis is decoded as no motion, which the overall error alone can hide when
+depth motion dominates it).
 """
 
 from __future__ import annotations
@@ -200,8 +200,7 @@ def axis_weights(m: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     `weight`-weighted mean |m_a| (`weight (B, T, H, W)`), divided by each axis's own.
 
     In the tiny data depth motion on moving tracks is 2-3x the image-plane motion; these weights give each axis an
-    equal share of the loss. With L1 they do not bring back a lost axis; with squared errors they help (REPORT
-    "Session 8").
+    equal share of the loss. With L1 they do not bring back a lost axis; with squared errors they help.
     """
     w = weight.unsqueeze(1)
     scale = (m.detach().abs() * w).sum(dim=(0, 2, 3, 4)) / w.sum().clamp_min(1e-12)
@@ -214,7 +213,7 @@ def recon_error(abs_err: torch.Tensor, cfg: VAEConfig) -> torch.Tensor:
 
     A tiny Wan VAE trained with L1 alone keeps one channel of its input and drops the other two, on motion videos and
     on dense random images alike; with squared errors it learns all three, but less precisely where errors are small
-    (static tracks): the sum takes both (REPORT "Session 8").
+    (static tracks): the sum takes both.
     """
     return cfg.l1_weight * abs_err + cfg.mse_weight * abs_err.square()
 

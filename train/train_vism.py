@@ -6,8 +6,8 @@
     accelerate launch --config_file train/accelerate/deepspeed_zero3_offload.yaml train/train_vism.py \
         --config train/configs/paper_vism.yaml
 
-Pairs (METHOD.md "4D-ViSM"): a clip's ground-truth tracks are splat-rendered (holes where no visible point lands)
-from its own camera or, with synthetic data, from a novel camera; the target is the true video of that camera.
+Pairs (docs/method.md, "4D-ViSM"): a clip's ground-truth tracks are splat-rendered (holes where no visible point
+lands) from its own camera or, with synthetic data, from a novel camera; the target is the true video of that camera.
 Inputs as `ViSMPipeline` builds them: [noisy latent 16 | packed hole mask 4 | masked-render latent 16], text
 tokens (padded to 512) and CLIP image tokens of frame 0, flow matching as in train_strag.py. `lora_rank` set:
 peft LoRA on every Linear layer (paper: rank 128, alpha 64), exported as `vism/lora.safetensors`.

@@ -1,8 +1,9 @@
 """`more4d eval [--model tiny] [--num-clips N] [--out report.json]`: the tiny models on held-out synth seeds.
 
-Reproduces the numbers of train/runs/tiny/REPORT.md: depth AbsRel/delta1, 4D-STraG end-point error vs the
-zero-motion and mean-motion baselines (per motion type, prompt-swap test), motion-VAE reconstruction error in
-metric units, 4D-ViSM hole-region PSNR/SSIM vs the raw render and nearest-neighbour filling.
+Reproduces the evaluation table of the tiny model card (assets/weights/tiny/README.md): depth AbsRel/delta1,
+4D-STraG end-point error vs the zero-motion and mean-motion baselines (per motion type, prompt-swap test),
+motion-VAE reconstruction error in metric units, 4D-ViSM hole-region PSNR/SSIM vs the raw render and
+nearest-neighbour filling.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reader for the authors' released TrajScene layout (seed_checkpoints.md §6).
+"""Reader for the authors' released TrajScene layout (docs/method.md, "TrajScene data").
 
 Per clip a pickle `<name>_dt3d_pred.pkl` holds a dict of torch tensors: `coords` `(T, H*W, 3)` or
 `(1, T, H*W, 3)` camera-space points (z = depth), `colors` `(H*W, 3)` 0-255, optionally `vis` `(T, H*W)`,

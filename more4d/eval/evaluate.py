@@ -1,7 +1,7 @@
-"""Evaluate the tiny models on held-out TrajScene-Synth seeds (the numbers of train/runs/tiny/REPORT.md).
+"""Evaluate the tiny models on held-out TrajScene-Synth seeds (the table of assets/weights/tiny/README.md).
 
 Held-out seeds start at `HELD_OUT_SEED_START` (training uses seeds far below, validation sits just below).
-Measured, each against its baselines (issue 6 quality bars):
+Measured, each against its baselines and quality bar:
 - depth: AbsRel and delta1 of the depth model on frame 0;
 - 4D-STraG with *predicted* depth, against zero motion (points frozen at frame 0) and the mean-motion field (the
   training set's mean normalised motion, `mean_motion_field`), per motion type, in two protocols:

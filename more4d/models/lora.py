@@ -153,7 +153,7 @@ def unmerge_lora(transformer: torch.nn.Module) -> None:
     transformer.enable_adapters()
 
 
-# --- the authors' kohya-style ViSM LoRA (seed_checkpoints.md §4) ---------------------------------------------
+# --- the authors' kohya-style ViSM LoRA (docs/method.md, "4D-ViSM LoRA") ---------------------------------------------
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Feature extractors for the Motion Perception Module: `extractor(image (B, 3, H, W) in [0, 1]) -> (B, C, hf, wf)`.
 
-- `OmniMAEViT`: the frozen video-pretrained OmniMAE ViT-B/16 trunk (full scale; seed_checkpoints.md §5). The image
+- `OmniMAEViT`: the frozen video-pretrained OmniMAE ViT-B/16 trunk (full scale; docs/method.md, "OmniMAE"). The image
   is ImageNet-normalised, resized to 224x224 (bilinear), repeated to 2 frames, patchified by a (2, 16, 16) Conv3d,
   plus the fixed sinusoidal position embedding, 12 pre-norm blocks (exact GELU), final LayerNorm -> `(B, 768, 14, 14)`.
   `OmniMAEViT.from_omnimae_checkpoint(path)` loads the authors' `vitb_pretrain.torch` from a local file.

@@ -3,9 +3,9 @@
 `encode_motion`: m `(B, 3, T, H, W)` -> encoder adaptor -> bounded pseudo-RGB in [-1, 1] -> Wan encoder ->
 normalised latents `(B, 16, t, h, w)`. `decode_motion`: latents -> Wan decoder -> decoder adaptor -> m.
 At init the encoder adaptor is exactly `tanh(g m / 2)` and the decoder adaptor its inverse `2 atanh(v) / g`
-(METHOD.md "Motion-sensitive VAE", gain g = `motion_gain`, 1 there); both are residual CNNs with zero-initialised
+(docs/method.md, "Motion-sensitive VAE"; gain g = `motion_gain`, 1 there); both are residual CNNs with zero-initialised
 output convolutions. A gain > 1 lifts small motions (|m| ~ 0.03-0.2 in the tiny data) above a small VAE's error.
-Module names follow the authors' `VAEEncoderadaptor` / `VAEDecoderadaptor` (seed_checkpoints.md §3).
+Module names follow the authors' `VAEEncoderadaptor` / `VAEDecoderadaptor` (docs/method.md, "Motion VAE").
 
 Trajectory latent normalisation (the released MoGe4D weights): with `trajectory_mean` / `trajectory_std` set,
 motion latents are further normalised per channel, `(z - mean) / std`, after the Wan latent scaling, and
@@ -86,7 +86,7 @@ class ChannelScale(nn.Module):
 
     A fresh tiny Wan VAE whose every activation is renormalised per pixel learns to drop motion (it decodes zero
     motion even when trained on nothing else); with per-channel scales instead it learns to carry it
-    (train/runs/tiny/REPORT.md "Session 5").
+    (docs/method.md, "At tiny scale").
     """
 
     def __init__(self, norm: WanRMS_norm) -> None:

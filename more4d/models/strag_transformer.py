@@ -1,7 +1,7 @@
 """The 4D-STraG trajectory transformer: diffusers' Wan DiT + the Motion Perception Module (MPM) and MAdaNorm.
 
 Input channels (64) = noisy motion latent 16 | image-condition latent 16 | start-frame slot 16 | depth latent 16
-(METHOD.md "4D-STraG"). The MPM refines extractor features `(B, C, hf, wf)` with a conv adapter, resizes them to
+(docs/method.md, "4D-STraG"). The MPM refines extractor features `(B, C, hf, wf)` with a conv adapter, resizes them to
 the token grid and feeds every block: MAdaNorm modulates the AdaLN-normalised input of self-attention and of the
 FFN, `h <- h (1 + g s) + g b` with `[s, b] = Linear(SiLU(f))` and a per-channel gate `g` initialised to 0, so a
 fresh STraGTransformer computes exactly the stock Wan forward. Features are the same on every latent frame, so
@@ -12,7 +12,7 @@ embeddings, through a zero-initialised Linear, joins the timestep embedding that
 the caption can steer all tokens without the cross-attention having to find its words. Zero at init, it leaves
 trained weights' outputs unchanged (`with_pooled_text`).
 
-`seed_compat=True` reproduces the authors' released model (seed_checkpoints.md §1): reference tokens from
+`seed_compat=True` reproduces the authors' released model (docs/method.md, "4D-STraG transformer"): reference tokens from
 `ref_conv` (zeros unless `ref_latents` is given) are prepended as an extra latent frame, and the features cover
 only as many frames as the latents: they modulate the reference frame and latent frames 0..t-2, and the last
 latent frame is not modulated (the authors' code pads the features at the end of the sequence).
@@ -36,7 +36,7 @@ from more4d.errors import InputError
 LATENT_CHANNELS = 16
 STRAG_IN_CHANNELS = 4 * LATENT_CHANNELS  # noisy | image condition | start slot | depth
 
-# Wan2.1-I2V-14B layout as the authors' STraG uses it (seed_checkpoints.md §1), MPM on OmniMAE ViT-B features.
+# Wan2.1-I2V-14B layout as the authors' STraG uses it (docs/method.md, "4D-STraG transformer"), MPM on OmniMAE ViT-B features.
 WAN_14B_STRAG_CONFIG: dict[str, Any] = dict(
     patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=STRAG_IN_CHANNELS,
     out_channels=LATENT_CHANNELS, text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40, cross_attn_norm=True,
@@ -136,7 +136,7 @@ class STraGTransformerBlock(WanTransformerBlock):
 
 
 class STraGTransformer(WanTransformer3DModel):
-    r"""Wan DiT over `[noisy | image cond | start slot | depth]` latents with the MPM (METHOD.md "4D-STraG").
+    r"""Wan DiT over `[noisy | image cond | start slot | depth]` latents with the MPM (docs/method.md, "4D-STraG").
 
     Args: those of `WanTransformer3DModel` (defaults: the 14B I2V layout with 64 input channels) plus
     `motion_feature_dim` (C of the extractor features: 768 for OmniMAE ViT-B) and `seed_compat` (see module doc).

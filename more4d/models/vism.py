@@ -1,6 +1,6 @@
 """The 4D-ViSM inpainting transformer: a stock diffusers `WanTransformer3DModel` in the Wan2.1-Fun-InP layout.
 
-Input channels (36) = noisy latent 16 | hole-mask latent 4 | masked-render latent 16 (METHOD.md "4D-ViSM").
+Input channels (36) = noisy latent 16 | hole-mask latent 4 | masked-render latent 16 (docs/method.md, "4D-ViSM").
 Cross-attention sees CLIP image tokens (penultimate hidden state of a `CLIPVisionModel`) prepended to the text
 tokens; diffusers splits them at `TEXT_CONTEXT_LEN` from the end, so text embeddings are always padded to 512.
 """

@@ -1,6 +1,6 @@
 """4D-STraG pipeline: one image + its depth + a prompt -> dense 3D trajectories of every pixel (Scene4D).
 
-Steps (METHOD.md "4D-STraG"): load image -> bucket to the model's resolution (K follows the resize/crop) ->
+Steps (docs/method.md, "4D-STraG"): load image -> bucket to the model's resolution (K follows the resize/crop) ->
 metric depth + K -> conditions (image video and depth video, VAE-encoded; start slot zeros) -> text embeddings
 -> MPM features -> flow-matching denoising (velocity, CFG batched) -> decode the motion video -> inverse
 depth-guided normalisation with z0 -> Scene4D.

@@ -1,4 +1,4 @@
-"""ViSMPipeline: render a Scene4D along a camera path and inpaint the disocclusions (METHOD.md "4D-ViSM").
+"""ViSMPipeline: render a Scene4D along a camera path and inpaint the disocclusions (docs/method.md, "4D-ViSM").
 
 >>> pipe = ViSMPipeline(transformer=..., vae=..., scheduler=..., text_encoder=..., tokenizer=..., image_encoder=...)
 >>> out = pipe(scene, "orbit", num_inference_steps=50, guidance_scale=6.0, generator=torch.Generator().manual_seed(0))

@@ -1,4 +1,4 @@
-"""Load the authors' released MoRe4D STraG checkpoint (Wan-original names, seed_checkpoints.md §1) into more4d.
+"""Load the authors' released MoRe4D STraG checkpoint (Wan-original names, docs/method.md, "4D-STraG transformer") into more4d.
 
 The saved transformer holds the base Wan keys (`more4d.weights.wan_keys`), the MPM (`feature_adapter.0/.2`,
 per block `spatial_guidance_self` / `spatial_guidance_ffn`), `ref_conv`, and the frozen OmniMAE
@@ -140,7 +140,7 @@ def _omnimae_original_keys(model: OmniMAEViT) -> list[str]:
     return keys
 
 
-# -- motion VAE adaptors (seed_checkpoints.md §3) -----------------------------------------------------------------
+# -- motion VAE adaptors (docs/method.md, "Motion VAE") -----------------------------------------------------------------
 
 SEED_ADAPTOR_CONFIG = dict(adaptor_channels=128, adaptor_groups=32, encoder_adaptor_blocks=1,
                            decoder_adaptor_blocks=2, decoder_inverse_skip=False)

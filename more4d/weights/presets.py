@@ -112,7 +112,7 @@ _FULL_SCALE = dict(
     strag_defaults=dict(num_frames=49, num_inference_steps=50, guidance_scale=6.0, shift=5.0, scheduler="euler"),
     # the authors' "Flow" sampler takes its shift from their yaml (5.0) for both stages; their --shift 3.0 is inert
     vism_defaults=dict(num_inference_steps=50, guidance_scale=6.0, shift=5.0),
-    vae_tiling=True,  # untiled, the 49x368x512 Wan VAE ran both stages out of an 80 GB card (bench/RESULTS.md)
+    vae_tiling=True,  # untiled, the 49x368x512 Wan VAE runs both stages out of an 80 GB card (bench/RESULTS.md)
 )
 _R, _E = "more4d.weights.released", "more4d.weights.wan_encoders"
 PRESETS: dict[str, Preset] = {

@@ -1,6 +1,6 @@
 """Original Wan2.1 (Wan-Video / VideoX-Fun) parameter names <-> diffusers `WanTransformer3DModel` names.
 
-The one table of the base Wan transformer (seed_checkpoints.md §1); the STraG converter (`convert_seed`) and the
+The one table of the base Wan transformer (docs/method.md, "4D-STraG transformer"); the STraG converter (`convert_seed`) and the
 ViSM LoRA converter (`more4d.models.lora`) build on it. Original `norm3` (the affine cross-attention norm) is
 diffusers' `norm2`; original `norm1`/`norm2` are parameter-free.
 """

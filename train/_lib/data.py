@@ -239,7 +239,7 @@ def validation_batch(cfg: TrainConfig, device: torch.device, *, novel_views: int
 
 
 def motion_targets(batch: SynthBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[float, float]]]:
-    """Normalised motion videos of a batch (METHOD.md "Depth-guided motion normalisation").
+    """Normalised motion videos of a batch (docs/method.md, "Depth-guided motion normalisation").
 
     Returns m `(B, 3, T, H, W)`, visibility `(B, T, H, W)` bool, valid frame-0 depth `(B, H*W)` bool and the
     per-clip alphas (fx/W, fy/H).
