@@ -1,7 +1,7 @@
 """more4d app: one image + a prompt -> a 4D scene in a live 3D viewer -> videos along your camera paths.
 
     python app.py                                   # tiny model, http://127.0.0.1:7860
-    python app.py --model wan2.1-14b --weights DIR --device cuda --host 0.0.0.0
+    python app.py --model moge4d --device cuda --host 0.0.0.0     # the released weights (`more4d weights download`)
 
 The viser viewers run on 127.0.0.1 (one per browser session, ports from --viser-port) and are reached through
 the Gradio port (`/viser/<token>/`), so only --port needs to be open (also on a Hugging Face Space).
@@ -20,7 +20,7 @@ from ui.api import MODELS, AppService
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=MODELS, default="tiny", help="default model preset")
-    parser.add_argument("--weights", type=Path, default=None, help="weights folder for --model")
+    parser.add_argument("--weights", type=Path, default=None, help="weights folder for --model (moge4d: a `weights download --dir` folder; default the HF cache)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="interface to bind (0.0.0.0 to serve the network; a Space sets GRADIO_SERVER_NAME)")

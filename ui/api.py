@@ -32,11 +32,12 @@ import torch
 from more4d.camera import CameraPath, save_camera_path
 from more4d.errors import InputError
 from more4d.io import load_image, write_video
+from more4d.weights.presets import PRESETS
 from ui.path_editor import PathEditor
 from ui.sessions import SessionRegistry, ViewerSlot, ViserPool
 from ui.viewer import SceneViewer
 
-MODELS = ("tiny", "wan2.1-14b")
+MODELS = tuple(PRESETS)
 EXPORT_KINDS = ("scene", "ply", "glb", "path", "settings")
 MAX_PROMPT_CHARS = 2000
 
