@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from more4d.geometry import SEED_MOTION_ALPHAS, normalize_motion
+from more4d.geometry import SEED_MOTION_ALPHAS, backproject_depth, normalize_motion, valid_depth_mask
 from more4d.models.lora import load_lora, merge_lora
-from more4d.pipelines.strag import STraGPipeline, make_scheduler
+from more4d.pipelines.strag import STraGPipeline, depth_condition, make_scheduler
 from more4d.weights import layout as paths
 from more4d.weights import released
 from more4d.weights.wan_keys import load_original_wan_transformer, original_to_diffusers_key
@@ -200,3 +200,20 @@ def test_kohya_lora_merges_into_strag_as_into_any_wan_tree(tmp_path, layout):
     assert sorted(after) == sorted(meta["touched_strag"])
     for key, value in after.items():
         assert torch.equal(weights[original_to_diffusers_key(key)], value), key
+
+
+def test_back_projection_and_depth_condition_match_the_inference_script():
+    """The script's back-projection is more4d's with its normalised K moved to pixel centres (its grid is
+    `linspace(0, 1)` with endpoints: u = j / (W - 1)); its depth conditioning is more4d's `depth_condition`."""
+    t, _ = fixture("track_norm")
+    H, W = t["output.back_project_coords"].shape[:2]
+    K = t["output.infer_intrinsic"]
+    K_pixels = torch.tensor([[K[0, 0] * (W - 1), 0, K[0, 2] * (W - 1) + 0.5],
+                             [0, K[1, 1] * (H - 1), K[1, 2] * (H - 1) + 0.5], [0, 0, 1]])
+    depth = F.interpolate(t["input.depth_lowres"][None, None], (H, W), mode="bilinear", align_corners=False)[0, 0]
+    max_err("back-projection", backproject_depth(depth, K_pixels).reshape(H, W, 3), t["output.back_project_coords"],
+            1e-5)
+    depth = F.interpolate(t["s1f1.input.depth_pred"], t["s1f1.input.image"].shape[-2:], mode="bilinear",
+                          align_corners=False)[0, 0]
+    max_err("depth condition", depth_condition(depth, valid_depth_mask(depth)), t["s1f1.inter.depth_image"][0, 0, 0],
+            1e-6)
