@@ -1,9 +1,10 @@
-"""`more4d eval [--model tiny] [--num-clips N] [--out report.json]`: the tiny models on held-out synth seeds.
+"""`more4d eval [--model tiny] [--num-clips N] [--data DIR] [--out FILE]`: held-out synth seeds or TrajScene-60K.
 
 Reproduces the evaluation table of the tiny model card (assets/weights/tiny/README.md): depth AbsRel/delta1,
 4D-STraG end-point error vs the zero-motion and mean-motion baselines (per motion type, prompt-swap test),
 motion-VAE reconstruction error in metric units, 4D-ViSM hole-region PSNR/SSIM vs the raw render and
-nearest-neighbour filling.
+nearest-neighbour filling. `--data DIR` measures the same on the first N readable TrajScene-60K samples in DIR
+(the released `<first>_<last>.tar.gz` archives or folders extracted from them; indexed on first use).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     parser.add_argument("--model", default="tiny", choices=sorted(PRESETS), help="model preset (default: tiny)")
     parser.add_argument("--weights", default=None, help="local weights folder (default: the preset's own)")
     parser.add_argument("--num-clips", type=int, default=32, help="held-out clips to evaluate (default: 32)")
+    parser.add_argument("--data", default=None, metavar="DIR",
+                        help="evaluate on TrajScene-60K samples in DIR (archives or extracted folders) instead of "
+                             "synthetic seeds")
+    parser.add_argument("--strict", action="store_true",
+                        help="with --data: refuse unreadable samples instead of skipping and counting them")
     parser.add_argument("--steps", type=int, default=None, help="STraG denoising steps (default: the preset's)")
     parser.add_argument("--guidance", type=float, default=None,
                         help="STraG classifier-free guidance scale (default: the preset's; 1 = no guidance)")
@@ -36,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.out)
     report = evaluate(args.model, args.weights, num_clips=args.num_clips, device=args.device,
                       num_inference_steps=args.steps, guidance_scale=args.guidance, vism_steps=args.vism_steps,
-                      progress=not args.quiet)
+                      progress=not args.quiet, data_dir=args.data, strict=args.strict)
     print(format_report(report))
     if args.out:
         print(f"report: {write_report(report, args.out)}")
