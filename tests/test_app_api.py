@@ -2,12 +2,16 @@
 
 In-process tests of the viewer / path editor / sessions use `make_test_scene` (no model). The gradio_client
 tests launch the real page on free ports and drive it like a remote user: generate -> render -> files play;
-two sessions at once; bad input everywhere, after which the server still serves.
+two sessions at once; bad input everywhere, after which the server still serves. Then the page's promises:
+progress with stage, step and ETA; errors that name the user's file and log one line; no folder left by a
+refused or cancelled job; input limits from the pipelines' validators.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +26,11 @@ from more4d.camera import PRESET_NAMES, CameraPath, load_camera_path
 from more4d.errors import InputError
 from more4d.io import read_video
 from more4d.testing import make_test_scene
-from ui.api import AppService, GenerateSettings, More4DSession
+from ui.api import AppService, Cancelled, GenerateSettings, More4DSession, RenderSettings
 from ui.path_editor import PathEditor
 from ui.server import free_port
 from ui.sessions import SessionRegistry, ViserPool
+from ui.testing import SceneOnlyPipeline
 from ui.viewer import SceneViewer, c2w_to_wxyz_position, wxyz_position_to_c2w
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "assets" / "examples" / "example_1000042.png"
@@ -134,27 +139,6 @@ def test_session_registry_reaps_idle_and_pool_limit():
 
 
 # --------------------------------------------------------------------------------- the served app
-class SceneOnlyPipeline:
-    """Stands in for MoRe4DPipeline where the model is beside the point (sessions, errors, the queue): generate
-    returns a seeded `make_test_scene`, render draws it with the point renderer (frames = render)."""
-
-    def generate(self, image, prompt, *, num_frames=17, num_inference_steps=2, generator=None,
-                 callback_on_step_end=None, **kwargs):
-        for step in range(num_inference_steps):
-            callback_on_step_end(self, step, None, {})
-        scene = make_test_scene(T=num_frames, H=32, W=48, seed=generator.initial_seed() % 1000)
-        scene.prompt = prompt
-        return scene
-
-    def render(self, scene, camera, *, callback_on_step_end=None, **kwargs):
-        from more4d.pipelines.vism import ViSMOutput
-        from more4d.render import render_scene
-
-        out = render_scene(scene, camera.sample(scene.num_frames))
-        callback_on_step_end(self, 0, None, {})
-        return ViSMOutput(frames=out.rgb[None], render=out.rgb[None], mask=out.hole_mask[None], fps=scene.fps)
-
-
 def _serve(service):
     from ui.server import serve_in_background
 
@@ -223,7 +207,7 @@ def test_client_two_sessions_isolated(app):
     a, b = _client(url), _client(url)
     with ThreadPoolExecutor(2) as pool:
         fa = pool.submit(_generate, a, EXAMPLE, "a box pulses", 1)
-        fb = pool.submit(_expect_error, b, "", "prompt is empty")
+        fb = pool.submit(_expect_error, b, "", "prompt. is empty")
         assert "Scene ready" in fa.result()
         fb.result()
     assert "Scene ready" in _generate(b, EXAMPLE.with_name("example_1000011.png"), "a cylinder moves", 2)
@@ -251,8 +235,8 @@ def test_client_bad_input_clear_messages(app, tmp_path):
     huge = tmp_path / "huge.png"
     Image.new("RGB", (9000, 8000)).save(huge)  # 72 MP in a small file
     _expect_error(client, "a ball", "too large", image=huge)
-    _expect_error(client, "   ", "prompt is empty")
-    _expect_error(client, "a ball", "frames must be 4k\\+1", frames=18)
+    _expect_error(client, "   ", "prompt. is empty")
+    _expect_error(client, "a ball", "num_frames. must be 4k\\+1", frames=18)
     malformed = tmp_path / "path.json"
     malformed.write_text('{"keyframes": [{"c2w": "oops"}]}')
     with pytest.raises(Exception, match="camera path file .* is malformed"):
@@ -301,3 +285,128 @@ def test_api_double_generate_in_one_session_is_refused(app):
 def test_service_rejects_unknown_model(tmp_path):
     with pytest.raises(InputError, match="model must be one of"):
         AppService(model="huge", workdir=tmp_path)
+
+
+@pytest.fixture
+def slow_service(tmp_path):
+    service = AppService(viser_port=free_port(), max_sessions=2, workdir=tmp_path / "app",
+                         pipeline_factory=lambda model: SceneOnlyPipeline(step_s=0.3), device="cpu")
+    yield service
+    service.close()
+
+
+def test_progress_names_stage_step_and_time_left(slow_service):
+    from ui.handlers import Handlers
+
+    session = slow_service.session("progress")
+    seen: list[tuple[float, str]] = []
+    session.generate(EXAMPLE, "a ball", GenerateSettings(num_frames=5, num_inference_steps=4),
+                     progress=lambda f, d=None: seen.append((f, d)))
+    texts = [d for _, d in seen]
+    assert any("Generate · Denoising the trajectories: step 2/4" in t for t in texts), texts
+    assert any("left in this stage" in t for t in texts), texts
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen) and seen[-1][0] == 1.0
+    seen.clear()
+    session.render("orbit", RenderSettings(num_inference_steps=3), progress=lambda f, d=None: seen.append((f, d)))
+    assert any("Render · Inpainting the video: step 2/3" in d for _, d in seen), seen
+    generate, render = session.jobs["generate"], session.jobs["render"]
+    assert generate.state == render.state == "done" and "5 frames" in generate.text()
+    assert 'aria-valuenow="100"' in render.html() and "rendered in" in render.html()
+    # the page's timer hands both bars over once, then skips them until they change
+    bars = Handlers(slow_service).poll(session, 0, (-1, -1), "")
+    assert "Generate: 5 frames" in bars[0] and "Render: 5 frames rendered" in bars[1]
+    assert Handlers(slow_service).poll(session, 0, bars[2], "")[:2] == (gr_skip(), gr_skip())
+
+
+def gr_skip():
+    import gradio as gr
+
+    return gr.skip()
+
+
+def test_refused_and_cancelled_jobs_leave_no_folders(slow_service):
+    session = slow_service.session("folders")
+    listing = lambda: sorted(p.name for p in session.workdir.iterdir())  # noqa: E731
+    assert listing() == []
+    for prompt, settings, match in [("", GenerateSettings(num_frames=5), "is empty"),
+                                    ("a ball", GenerateSettings(num_frames=18), "4k\\+1"),
+                                    ("a ball", GenerateSettings(model="huge"), "model must be one of")]:
+        with pytest.raises(InputError, match=match):
+            session.generate(EXAMPLE, prompt, settings)
+    assert listing() == []
+
+    def cancel_on_step(fraction, desc=None):
+        if "step" in (desc or ""):
+            session.cancel()
+
+    with pytest.raises(Cancelled):
+        session.generate(EXAMPLE, "a ball", GenerateSettings(num_frames=5), progress=cancel_on_step)
+    assert listing() == [] and session.jobs["generate"].state == "cancelled"
+    session.generate(EXAMPLE, "a ball", GenerateSettings(num_frames=5, num_inference_steps=1))
+    scene_files = listing()
+    with pytest.raises(Cancelled):
+        session.render("orbit", RenderSettings(num_inference_steps=3), progress=cancel_on_step)
+    with pytest.raises(InputError, match="guidance must be a number"):
+        session.render("orbit", RenderSettings(guidance_scale="lots"))
+    assert listing() == scene_files and not any(n.startswith("render_") for n in scene_files)
+    assert session.render("orbit", RenderSettings(num_inference_steps=1)).video.parent.name == "render_001"
+
+
+def test_errors_name_the_file_and_log_one_line(app, tmp_path, caplog, capfd):
+    """Toasts name the user's file, never where the server keeps it; a user mistake is one log line."""
+    from gradio_client import handle_file
+
+    url, service = app
+    client = _client(url)
+    malformed = tmp_path / "my_path.json"
+    malformed.write_text('{"keyframes": [{"c2w": "oops"}]}')
+    notes = tmp_path / "my_notes.png"
+    notes.write_text("this is not an image")
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="ui"):
+        with pytest.raises(Exception, match="is malformed") as exc:
+            client.predict(handle_file(str(malformed)), api_name="/load_path")
+        messages = [str(exc.value)]
+        with pytest.raises(Exception, match="could not be read as an image") as exc:
+            _generate(client, notes, "a ball")
+        messages.append(str(exc.value))
+    for message, name in zip(messages, ("my_path.json", "my_notes.png")):
+        assert name in message and str(service.workdir) not in message
+        assert tempfile.gettempdir() + "/" not in message, message
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 2 and all(r.exc_info is None and "\n" not in r.getMessage() for r in refused)
+
+
+def test_limits_come_from_the_pipelines(app):
+    """The page's limits and the API's checks are the pipelines' (one home), not the app's own."""
+    import ui.api
+    from more4d.models.text_encoder import MAX_PROMPT_CHARS
+    from more4d.pipelines.strag import MAX_FRAMES, check_num_frames
+    from ui.server import build_demo
+
+    url, service = app
+    assert not hasattr(ui.api, "MAX_PROMPT_CHARS")
+    blocks = list(build_demo(service).blocks.values())
+    assert next(b for b in blocks if b.elem_id == "more4d-frames").maximum == MAX_FRAMES
+    assert {b.max_length for b in blocks if isinstance(getattr(b, "max_length", None), int)} == {MAX_PROMPT_CHARS}
+    session = service.session("limits")
+    with pytest.raises(InputError) as expected:
+        check_num_frames(MAX_FRAMES + 4)
+    with pytest.raises(InputError, match=str(MAX_FRAMES)) as got:
+        session.generate(EXAMPLE, "a ball", GenerateSettings(num_frames=MAX_FRAMES + 4))
+    assert str(got.value) == str(expected.value)
+    with pytest.raises(InputError, match=f"at most {MAX_PROMPT_CHARS}"):
+        session.generate(EXAMPLE, "a" * (MAX_PROMPT_CHARS + 1), GenerateSettings(num_frames=5))
+
+
+def test_model_note_says_what_the_model_can_do(app):
+    from ui.handlers import Handlers
+    from ui.models import MODEL_NOTES
+
+    url, service = app
+    assert service.models == ("tiny",)
+    note = Handlers(service).model_changed("tiny")[-1]
+    assert note == MODEL_NOTES["tiny"] and "procedural" in note and "moge4d" in note
+    assert "tiny" in service.status_html() and "CPU" in service.status_html()

@@ -40,3 +40,9 @@ def test_render_bad_camera_path_is_one_line_error(tmp_path, scene_file, capsys):
     assert main(["render", scene_file, "--camera-path", str(bad), "--render-only", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "error" in err[0]
+
+
+def test_refused_render_leaves_no_out_folder(tmp_path, scene_file, capsys):
+    out = tmp_path / "o"
+    assert main(["render", scene_file, "--preset", "orbit", "--render-only", "--height", "-8", "--out", str(out)]) == 2
+    assert "error" in capsys.readouterr().err and not out.exists()

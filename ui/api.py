@@ -1,8 +1,9 @@
 """Python API of the app: the same actions as the page, callable from tests, notebooks and gradio_client.
 
-`AppService` owns the pipelines (one per model preset, loaded lazily), the per-session viser servers and the
-session registry; `More4DSession` is one user's workspace: input, Scene4D, viewer, camera-path editor and
-outputs, all files inside the session's own temp folder.
+`AppService` owns the hardware choice, the pipelines (one per offered model, loaded lazily or at start-up), the
+per-session viser servers and the session registry; `More4DSession` is one user's workspace: input, Scene4D,
+viewer, camera-path editor, outputs and job progress, all files inside the session's own temp folder. The model
+work runs in `ui.gpu`'s GPU functions (in a ZeroGPU worker process where there is one).
 
 >>> service = AppService(model="tiny", weights_dir="assets/weights/tiny")
 >>> session = service.session("me")
@@ -15,8 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
-import math
+import logging
+import os
+import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -31,15 +36,21 @@ import torch
 
 from more4d.camera import CameraPath, save_camera_path
 from more4d.errors import InputError
-from more4d.io import load_image, write_video
-from more4d.weights.presets import PRESETS
+from more4d.io import load_image
+from more4d.pipelines.strag import check_num_frames, check_prompt
+from more4d.scene import Scene4D
+from more4d.weights.presets import PRESETS, get_preset
+from ui import gpu
+from ui.models import ModelState, prepare_in_background, released_cache_bytes, status_html
 from ui.path_editor import PathEditor
+from ui.progress import ChannelWatcher, JobProgress
 from ui.sessions import SessionRegistry, ViewerSlot, ViserPool
 from ui.viewer import SceneViewer
 
+logger = logging.getLogger(__name__)
+
 MODELS = tuple(PRESETS)
 EXPORT_KINDS = ("scene", "ply", "glb", "path", "settings")
-MAX_PROMPT_CHARS = 2000
 
 
 class Progress(Protocol):
@@ -54,9 +65,9 @@ class Cancelled(InputError):
 
 @dataclass
 class GenerateSettings:
-    """4D-STraG settings. `None` steps / guidance use the model preset's defaults."""
+    """4D-STraG settings. `model` None is the app's default model; `None` steps / guidance are the preset's."""
 
-    model: str = "tiny"
+    model: str | None = None
     num_frames: int = 17
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
@@ -64,23 +75,14 @@ class GenerateSettings:
     negative_prompt: str = ""
     preview_every: int | None = None  # show the current estimate in the viewer every N steps (one decode each)
 
-    def check(self) -> None:
-        if self.model not in MODELS:
-            raise InputError(f"model must be one of {MODELS}, got {self.model!r}")
-        n = self.num_frames
-        if isinstance(n, bool) or not isinstance(n, int) or n < 5 or n > 129 or (n - 1) % 4:
-            raise InputError(f"frames must be 4k+1 between 5 and 129 (e.g. 17, 49, 81), got {n!r}")
-        steps = self.num_inference_steps
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 200):
-            raise InputError(f"steps must be an integer in [1, 200], got {steps!r}")
-        g = self.guidance_scale
-        if g is not None and not (math.isfinite(g) and 0.0 <= g <= 30.0):
-            raise InputError(f"guidance must be in [0, 30], got {g!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
-        p = self.preview_every
-        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 1):
-            raise InputError(f"preview_every must be a positive integer or None, got {p!r}")
+    def check(self, models: tuple[str, ...]) -> None:
+        """Check what the app decides (model, seed); the pipeline's own validators check the rest."""
+        if self.model is not None and self.model not in models:
+            raise InputError(f"model must be one of {models} (the models this app offers), got {self.model!r}")
+        self.num_frames = check_num_frames(whole_number(self.num_frames, "frames"))
+        self.seed = whole_number(self.seed, "seed")
+        if not 0 <= self.seed < 2**63:
+            raise InputError(f"seed must be a non-negative integer below 2**63, got {self.seed!r}")
 
 
 @dataclass
@@ -120,16 +122,21 @@ class More4DSession:
         self.workdir = Path(tempfile.mkdtemp(prefix="session-", dir=service.workdir))
         self.scene = None
         self.settings: GenerateSettings | None = None
+        self.model: str | None = None  # the model that generated `scene`
         self.prompt = ""
         self.last_render: RenderResult | None = None
         self.last_active = time.monotonic()
         self.viewer: SceneViewer | None = None
         self.editor: PathEditor | None = None
+        self.jobs = {"generate": JobProgress("generate"), "render": JobProgress("render")}
+        self.progress = self.jobs["generate"]  # the running job's, else the last one's
         self._slot: ViewerSlot | None = None
         self._job = threading.Lock()
         self._viewer_lock = threading.Lock()
         self._closed = False
         self._cancel = threading.Event()
+        self._channel: gpu.JobChannel | None = None
+        self._on_progress: Progress | None = None
         self._render_count = 0
         self._exports: dict[str, Path] = {}
 
@@ -159,6 +166,9 @@ class More4DSession:
     def cancel(self) -> None:
         """Ask the running generate/render to stop at its next denoising step."""
         self._cancel.set()
+        channel = self._channel
+        if channel is not None:
+            channel.cancel()
 
     # ----------------------------------------------------------------------------------------- generate
     def generate(self, image: Any, prompt: str, settings: GenerateSettings | None = None,
@@ -169,62 +179,62 @@ class More4DSession:
             image: a file path, PIL image or array `(H, W, 3)` (decoded with `more4d.io.load_image`).
             prompt: the motion description (required).
             settings: model, frames, steps, guidance, seed, negative prompt.
-            progress: `progress(fraction, desc)` per stage and per denoising step.
+            progress: `progress(fraction, desc)` per stage and per denoising step (also in `self.progress`).
         """
-        settings = settings or GenerateSettings()
-        report = progress or _no_progress
-        with self._exclusive("generate"):
+        settings = dataclasses.replace(settings) if settings else GenerateSettings()
+        with self._exclusive("generate", progress):
             start = time.perf_counter()
-            report(0.0, "Checking input")
-            prompt = _check_prompt(prompt)
-            settings.check()
-            pixels = load_image(image)
+            self._stage("Checking the input", 0.0)
+            prompt = check_prompt(prompt)
+            negative_prompt = check_prompt(settings.negative_prompt, "negative_prompt", allow_empty=True)
+            settings.check(self.service.models)
+            model = settings.model = settings.model or self.service.default_model
+            pixels = (load_image(image).numpy() * 255.0).round().astype(np.uint8)
+            defaults = sampling_defaults(model)["strag"]
+            steps = whole_number(_or_default(settings.num_inference_steps, defaults["num_inference_steps"]), "steps")
+            guidance = real_number(_or_default(settings.guidance_scale, defaults["guidance_scale"]), "guidance")
+            self.service.fits_zero_gpu(gpu.reserve_seconds(gpu.scale_of(model), "strag", steps, guidance,
+                                                           settings.num_frames))
             self.open_viewer()
-            report(0.02, f"Loading the {settings.model} model")
-            pipe = self.service.pipeline(settings.model)
             viewer = self.viewer
-            viewer.set_status("**Generating…**", 0.0)
-            kwargs = {k: v for k, v in (("num_inference_steps", settings.num_inference_steps),
-                                          ("guidance_scale", settings.guidance_scale),
-                                          ("preview_every", settings.preview_every)) if v is not None}
             first: float | None = None  # seconds to the first points in the viewer
+            shown_previews = 0
 
-            def on_step(pipe_: Any, step: int, timestep: Any, tensors: dict) -> dict:
-                nonlocal first
-                if self._cancel.is_set():
-                    raise Cancelled("generation cancelled")
-                n = _total_steps(pipe_, settings.num_inference_steps, step)
-                report(0.05 + 0.8 * (step + 1) / n, f"Denoising trajectories: step {step + 1}/{n}")
-                viewer.set_status(f"**Denoising** step {step + 1}/{n}", (step + 1) / n)
-                if tensors.get("preview") is not None:
-                    viewer.show_scene(tensors["preview"], stream=False, reset_view=first is None)
+            def on_report(report: dict[str, Any]) -> None:
+                nonlocal first, shown_previews
+                self._report(report, 0.05, 0.85)
+                if report["previews"] > shown_previews:
+                    shown_previews = report["previews"]
+                    viewer.show_scene(Scene4D.load(Path(self._channel.folder) / "preview.safetensors"),
+                                      stream=False, reset_view=first is None)
                     first = first if first is not None else time.perf_counter() - start
-                return tensors
 
-            with self.service.model_lock(settings.model):
-                scene = pipe.generate(pixels, prompt, negative_prompt=settings.negative_prompt,
-                                      num_frames=settings.num_frames,
-                                      generator=torch.Generator().manual_seed(settings.seed),
-                                      callback_on_step_end=on_step, **kwargs)
-            self.scene, self.settings, self.prompt = scene, settings, prompt
-            self._exports = {}
+            with self._job_folder("generate", keep=False) as folder:
+                job = gpu.GenerateJob(self.service.pipeline_key(model), gpu.scale_of(model), pixels, prompt,
+                                      negative_prompt, settings.num_frames, steps, guidance, settings.seed,
+                                      settings.preview_every, str(folder))
+                scene = self._run(gpu.generate_on_gpu, job, on_report, model)["scene"]
+                scene_path = self.workdir / "scene.safetensors"
+                os.replace(scene, scene_path)
+                scene = Scene4D.load(scene_path)
+            self.scene, self.settings, self.model, self.prompt = scene, settings, model, prompt
+            self._exports = {"scene": scene_path}
 
             def on_frame(t: int) -> None:
                 nonlocal first
                 first = first if first is not None else time.perf_counter() - start
-                report(0.85 + 0.1 * (t + 1) / scene.num_frames, f"Streaming frame {t + 1}/{scene.num_frames}")
+                self._stage(f"Showing the scene in the viewer: frame {t + 1}/{scene.num_frames}",
+                            0.9 + 0.08 * (t + 1) / scene.num_frames)
 
-            viewer.show_scene(scene, on_frame=on_frame, reset_view=settings.preview_every is None)
+            viewer.show_scene(scene, on_frame=on_frame, reset_view=shown_previews == 0)
             if self.editor.preset is not None:  # an unedited preset path: rescale it to the new scene
                 self.editor.fill_preset(self.editor.preset)
+            self._exports["settings"] = self._write_settings(pixels.shape[:2])
+            seconds = time.perf_counter() - start
             short = prompt if len(prompt) <= 80 else prompt[:79] + "…"
             viewer.set_status(f"**{scene.num_frames} frames, {scene.num_points:,} points** — {short}")
-            report(0.97, "Saving the scene")
-            scene_path = scene.save(self.workdir / "scene.safetensors")
-            settings_path = self._write_settings(pixels.shape[:2])
-            self._exports.update(scene=Path(scene_path), settings=settings_path)
-            report(1.0, "Done")
-            return GenerateResult(Path(scene_path), settings_path, time.perf_counter() - start, first)
+            self._finish(f"{scene.num_frames} frames × {scene.num_points:,} points in {seconds:.1f} s")
+            return GenerateResult(scene_path, self._exports["settings"], seconds, first)
 
     # ------------------------------------------------------------------------------------------- render
     def render(self, path: CameraPath | str | None = None, settings: RenderSettings | None = None,
@@ -235,51 +245,42 @@ class More4DSession:
             path: a `CameraPath`, a preset name (also loaded into the editor so it is previewed), or None for
                 the path in the viewer's editor.
             settings: steps, guidance, seed, render_only.
+            progress: `progress(fraction, desc)` per stage and per denoising step (also in `self.progress`).
         """
         settings = settings or RenderSettings()
-        report = progress or _no_progress
-        with self._exclusive("render"):
+        with self._exclusive("render", progress):
             start = time.perf_counter()
+            self._stage("Checking the camera path", 0.0)
             scene = self.scene
             if scene is None:
                 raise InputError("there is no scene to render yet: upload an image and press Generate first")
             camera = self.resolve_path(path)
-            report(0.02, "Loading the model")
-            pipe = self.service.pipeline(self.settings.model if self.settings else self.service.default_model)
-            kwargs = {k: v for k, v in (("num_inference_steps", settings.num_inference_steps),
-                                          ("guidance_scale", settings.guidance_scale)) if v is not None}
-
-            def on_step(pipe_: Any, step: int, timestep: Any, tensors: dict) -> dict:
-                if self._cancel.is_set():
-                    raise Cancelled("render cancelled")
-                n = _total_steps(pipe_, settings.num_inference_steps, step)
-                report(0.05 + 0.85 * (step + 1) / n, f"Rendering video: step {step + 1}/{n}")
-                if self.viewer is not None:
-                    self.viewer.set_status(f"**Rendering** step {step + 1}/{n}", (step + 1) / n)
-                return tensors
-
-            report(0.04, "Rendering the points")
-            with self.service.model_lock(self.settings.model if self.settings else self.service.default_model):
-                out = pipe.render(scene, camera, prompt=self.prompt,
-                                  generator=torch.Generator().manual_seed(settings.seed),
-                                  render_only=settings.render_only, callback_on_step_end=on_step, **kwargs)
-            report(0.92, "Writing videos")
+            model = self.model or self.service.default_model
+            defaults = sampling_defaults(model)["vism"]
+            steps = whole_number(_or_default(settings.num_inference_steps, defaults["num_inference_steps"]), "steps")
+            guidance = real_number(_or_default(settings.guidance_scale, defaults["guidance_scale"]), "guidance")
+            seed = whole_number(settings.seed, "seed")
+            if not settings.render_only:
+                self.service.fits_zero_gpu(gpu.reserve_seconds(gpu.scale_of(model), "vism", steps, guidance,
+                                                               scene.num_frames))
+            with self._job_folder(f"render_{self._render_count + 1:03d}", keep=True) as folder:
+                path_json = save_camera_path(camera, folder / "camera_path.json", format="more4d",
+                                             image_size=scene.image_size, num_frames=scene.num_frames)
+                job = gpu.RenderJob(self.service.pipeline_key(model), gpu.scale_of(model),
+                                    str(self._exports["scene"]), camera.sample(scene.num_frames), self.prompt, steps,
+                                    guidance, seed, bool(settings.render_only), str(folder))
+                if settings.render_only:  # no model: no GPU reservation, no model lock
+                    videos = self._run(gpu.render_job, job, lambda r: self._report(r, 0.05, 0.9), model, False)
+                else:
+                    videos = self._run(gpu.render_on_gpu, job, lambda r: self._report(r, 0.05, 0.9), model)
             self._render_count += 1
-            folder = self.workdir / f"render_{self._render_count:03d}"
-            folder.mkdir()
-            fps = float(getattr(out, "fps", scene.fps))
-            videos = {name: write_video(folder / f"{name}.mp4", _first_video(getattr(out, attr)), fps=fps)
-                      for name, attr in (("video", "frames"), ("render", "render"), ("mask", "mask"))}
-            path_json = folder / "camera_path.json"
-            save_camera_path(camera, path_json, format="more4d", image_size=scene.image_size,
-                             num_frames=scene.num_frames)
             self._exports["path"] = path_json
-            result = RenderResult(videos["video"], videos["render"], videos["mask"], path_json,
+            result = RenderResult(Path(videos["video"]), Path(videos["render"]), Path(videos["mask"]), path_json,
                                   time.perf_counter() - start, self._render_count)
             self.last_render = result
             if self.viewer is not None:
                 self.viewer.set_status(f"**Rendered** {scene.num_frames} frames in {result.seconds:.1f} s")
-            report(1.0, "Done")
+            self._finish(f"{scene.num_frames} frames rendered in {result.seconds:.1f} s")
             return result
 
     def resolve_path(self, path: CameraPath | str | None) -> CameraPath:
@@ -340,22 +341,102 @@ class More4DSession:
         return self.editor
 
     @contextlib.contextmanager
-    def _exclusive(self, what: str) -> Iterator[None]:
-        """One job per session: a second generate/render while one runs fails at once with a clear message."""
+    def _exclusive(self, what: str, progress: Progress | None) -> Iterator[None]:
+        """One job per session: a second generate/render while one runs fails at once with a clear message.
+        The job's progress starts here and ends as failed / cancelled when it raises."""
         if not self._job.acquire(blocking=False):
             raise InputError(f"cannot {what} now: this session is already running a job; wait for it to finish "
                              "or press Cancel")
         self._cancel.clear()
+        self._on_progress = progress
         self.last_active = time.monotonic()
+        self.progress = self.jobs[what]
+        self.progress.start("Starting")
         try:
             yield
         except Exception as exc:
+            cancelled = isinstance(exc, Cancelled)
+            message = self.service.redact(str(exc)) if isinstance(exc, InputError) else "failed unexpectedly"
+            self.progress.finish("cancelled" if cancelled else "failed", "cancelled" if cancelled else
+                                 f"failed: {message}")
             if self.viewer is not None:
-                self.viewer.set_status(f"**{what.capitalize()} failed:** {exc}")
+                self.viewer.set_status(f"**{what.capitalize()} {'cancelled' if cancelled else 'failed'}:** {message}")
             raise
         finally:
+            self._on_progress = None
             self.last_active = time.monotonic()
             self._job.release()
+
+    @contextlib.contextmanager
+    def _job_folder(self, name: str, keep: bool) -> Iterator[Path]:
+        """A fresh folder for one job in the session folder, with its progress channel. It is removed when the job
+        fails (no empty or half-written output folders) and, unless `keep`, when it ends."""
+        folder = self.workdir / name
+        shutil.rmtree(folder, ignore_errors=True)  # a leftover of a killed job
+        folder.mkdir()
+        self._channel = gpu.JobChannel(folder)
+        if self._cancel.is_set():
+            self._channel.cancel()
+        try:
+            yield folder
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        else:
+            self._channel.clear()
+            if not keep:
+                shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            self._channel = None
+
+    def _run(self, fn: Callable[[Any], gpu.JobOutput], job: Any, on_report: Callable[[dict[str, Any]], None],
+             model: str, uses_model: bool = True) -> dict[str, str]:
+        """Call `fn(job)` while watching its channel; with `uses_model`, once `model` can run (downloaded, loaded)
+        and under its lock. Returns the job's files by role."""
+        if self._cancel.is_set():
+            raise Cancelled(f"{self.progress.job} cancelled")
+        lock = contextlib.nullcontext()
+        if uses_model:
+            self._stage("Waiting for the model", 0.02)
+            self.service.models_state[model].check(model)
+            lock = self.service.model_lock(model)
+        self.service.pipeline(model)  # created, and put where the GPU function finds it, once the model can run
+        with lock:
+            self._stage("Waiting for a GPU" if self.service.hardware.kind == "zerogpu" else "Starting", 0.03)
+            with ChannelWatcher(self._channel, on_report):
+                out = fn(job)
+        if out.cancelled:
+            raise Cancelled(f"{self.progress.job} cancelled")
+        if out.error is not None:
+            raise InputError(out.error)
+        return out.files
+
+    def _stage(self, stage: str, fraction: float) -> None:
+        self.progress.set_stage(stage, fraction)
+        self._publish()
+
+    def _report(self, report: dict[str, Any], lo: float, hi: float) -> None:
+        """A GPU function's report: its stage, or its denoising step mapped to [lo, hi] of the bar."""
+        if report["total"]:
+            fraction = lo + (hi - lo) * report["step"] / report["total"]
+            self.progress.set_step(report["stage"], report["step"], report["total"], fraction)
+        else:  # a stage before the denoising loop, or after it
+            self.progress.set_stage(report["stage"], hi if self.progress.last_step_at > self.progress.started else lo)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Show the progress in the viewer and hand it to the caller's progress callback."""
+        p = self.progress
+        if self.viewer is not None:
+            step = f" step {p.step}/{p.total}" if p.total else ""
+            self.viewer.set_status(f"**{p.job.capitalize()}:** {p.stage}{step}", p.fraction)
+        if self._on_progress is not None:
+            self._on_progress(p.fraction, p.text())
+
+    def _finish(self, message: str) -> None:
+        self.progress.finish("done", message)
+        if self._on_progress is not None:
+            self._on_progress(1.0, "Done")
 
     def _write_settings(self, image_hw: tuple[int, int]) -> Path:
         target = self.workdir / "settings.json"
@@ -367,11 +448,8 @@ class More4DSession:
     def _render_from_viewer(self, path: CameraPath) -> None:
         """"Render this path" in the viewer: render in the background; the page picks the result up."""
         def run() -> None:
-            try:
+            with contextlib.suppress(InputError):  # shown in the viewer's status and the page's progress bar
                 self.render(path)
-            except InputError as exc:
-                if self.viewer is not None:
-                    self.viewer.set_status(f"**Render failed:** {exc}")
         threading.Thread(target=run, name=f"more4d-render-{self.id[:8]}", daemon=True).start()
 
 
@@ -379,13 +457,13 @@ class AppService:
     """Pipelines + sessions for the app.
 
     Args:
-        model: the default model preset ("tiny" | "wan2.1-14b").
+        model: the default model preset (see `MODELS`); "tiny" is offered beside it when its weights are present.
         weights_dir: weights folder for `model` (default: the preset's own).
         device: torch device (default: cuda if available, else cpu).
         viser_port: first port for the per-session viser servers (bound to 127.0.0.1).
         max_sessions: concurrent viewer sessions; idle_timeout_s: close sessions idle that long.
-        pipeline_factory: `fn(model) -> pipeline` replacing `MoRe4DPipeline.from_preset` (tests, custom setups);
-            the pipeline needs `.generate(image, prompt, **kw) -> Scene4D` and `.render(scene, camera, **kw)`.
+        pipeline_factory: `fn(model) -> pipeline` replacing `MoRe4DPipeline` (tests, custom setups); the pipeline
+            needs `.generate(image, prompt, **kw) -> Scene4D` and `.render(scene, camera, **kw)`.
     """
 
     def __init__(self, *, model: str = "tiny", weights_dir: str | Path | None = None, device: str | None = None,
@@ -395,11 +473,15 @@ class AppService:
             raise InputError(f"model must be one of {MODELS}, got {model!r}")
         self.default_model = model
         self.weights_dirs: dict[str, Path | None] = {model: Path(weights_dir) if weights_dir else None}
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.hardware = gpu.detect_hardware(device)
+        self.device = self.hardware.device
+        self.models: tuple[str, ...] = (model,) if model == "tiny" or not _tiny_present() else (model, "tiny")
+        self.models_state = {m: ModelState() for m in self.models}
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="more4d-app-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.pool = ViserPool(viser_port, max_sessions)
         self.sessions = SessionRegistry(lambda sid: More4DSession(self, sid), idle_timeout_s)
+        self._token = secrets.token_hex(4)
         self._pipelines: dict[str, Any] = {}
         self._factory = pipeline_factory or self._from_preset
         self._locks: dict[str, threading.Lock] = {m: threading.Lock() for m in MODELS}
@@ -408,21 +490,86 @@ class AppService:
     def session(self, session_id: str) -> More4DSession:
         return self.sessions.get(session_id)
 
+    def start(self, download: bool = False, downloader: Callable[..., Any] | None = None) -> None:
+        """Check the default model's weights now; for a full-scale model on a GPU also load it, in the background.
+
+        With `download`, missing released weights (`--model moge4d`) are downloaded first, in the background: the
+        page serves meanwhile and says so. Without it, missing weights raise `InputError` saying what to do.
+        `downloader` replaces `more4d.weights.download.download_released` (tests).
+        """
+        from more4d.weights import check_weights
+
+        model = self.default_model
+        state, weights = self.models_state[model], self.weights_dirs.get(model)
+        check = functools.partial(check_weights, model, weights)
+        fetch = None
+        try:
+            check()
+        except InputError as exc:
+            if not get_preset(model).released or weights is not None:
+                raise
+            if not download:
+                head, newline, files = str(exc).partition("\n")
+                raise InputError(f"{head.rstrip(':')} (or start the app with --download to fetch them now)"
+                                 f"{':' if newline else ''}{newline}{files}") from None
+            from more4d.weights.download import download_released
+
+            def log(line: str) -> None:
+                logger.info("weights download: %s", line)
+                state.log.append(line)
+
+            fetch = functools.partial(downloader or download_released, None, log=log)
+        if fetch is None and (gpu.scale_of(model) == "tiny" or self.hardware.kind == "cpu"):
+            return  # loads on first use, in seconds
+        state.set("loading", "loading the models into memory")
+        prepare_in_background(model, state, download=fetch, check=check, load=functools.partial(self._preload, model))
+
+    def _preload(self, model: str) -> None:
+        """Load a full-scale model now. On ZeroGPU both stages must be in this process before the first GPU call
+        (a worker that loads them would do so again in every fresh worker); elsewhere 4D-STraG, which runs first."""
+        pipe = self.pipeline(model)
+        with self.model_lock(model):
+            if hasattr(pipe, "strag"):
+                pipe.strag  # noqa: B018 - the property loads the stage
+                if self.hardware.kind == "zerogpu":
+                    pipe.vism  # noqa: B018
+
+    def status_html(self) -> str:
+        """The page's line about the hardware and each offered model's readiness."""
+        downloading = any(s.state == "downloading" for s in self.models_state.values())
+        return status_html(self.models_state, self.hardware.describe(),
+                           released_cache_bytes() / 1e9 if downloading else None)
+
     def pipeline(self, model: str) -> Any:
-        """The `MoRe4DPipeline` for `model`, loaded on first use."""
+        """The pipeline for `model`, created on first use (its models load when first needed)."""
         if model not in MODELS:
             raise InputError(f"model must be one of {MODELS}, got {model!r}")
         with self._load_lock:
             if model not in self._pipelines:
                 self._pipelines[model] = self._factory(model)
+                gpu.PIPELINES[self.pipeline_key(model)] = self._pipelines[model]
             return self._pipelines[model]
+
+    def pipeline_key(self, model: str) -> str:
+        """The key of `model`'s pipeline in `ui.gpu.PIPELINES`."""
+        return f"{self._token}/{model}"
 
     def _from_preset(self, model: str) -> Any:
         from more4d.pipelines.more4d import MoRe4DPipeline
+        from more4d.weights import check_weights
 
-        dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
-        return MoRe4DPipeline.from_preset(model, weights_dir=self.weights_dirs.get(model), device=self.device,
-                                          dtype=dtype)
+        weights = self.weights_dirs.get(model)
+        check_weights(model, weights)
+        on_cuda = self.hardware.kind != "cpu"
+        memory_mode = self.hardware.memory_mode if on_cuda and gpu.scale_of(model) == "full" else "full"
+        return MoRe4DPipeline(model, weights, device=self.device, dtype=torch.bfloat16 if on_cuda else torch.float32,
+                              memory_mode=memory_mode, keep_both=True if self.hardware.kind == "zerogpu" else None)
+
+    def fits_zero_gpu(self, seconds: int) -> None:
+        """On ZeroGPU, refuse a job whose reservation would exceed what one call may hold (before any GPU time)."""
+        if self.hardware.kind == "zerogpu" and seconds > gpu.ZEROGPU_MAX_S:
+            raise InputError(f"this job needs about {seconds} s of GPU, more than the {gpu.ZEROGPU_MAX_S} s one "
+                             "ZeroGPU call may hold: lower the steps or the frames")
 
     def acquire_viewer_slot(self) -> ViewerSlot:
         """A viser server for a session; when all are taken, the least recently active session with no browser
@@ -438,30 +585,56 @@ class AppService:
         """Serialises calls into one pipeline (schedulers keep per-call state)."""
         return self._locks[model]
 
+    def redact(self, text: str) -> str:
+        """`text` with server paths (this app's folder, the temp folder) cut to their file names: error messages
+        name the user's file, not where the server keeps it."""
+        for root in (str(self.workdir), tempfile.gettempdir()):
+            text = re.sub(re.escape(root) + r"[^\s'\"]*", lambda m: Path(m.group()).name, text)
+        return text
+
     def close(self) -> None:
         self.sessions.close_all()
+        for model in self._pipelines:
+            gpu.PIPELINES.pop(self.pipeline_key(model), None)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _check_prompt(prompt: Any) -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError("the prompt is empty: describe the scene and its motion, e.g. 'a dog wags its tail'")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InputError(f"the prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS}")
-    return prompt.strip()
+def sampling_defaults(model: str) -> dict[str, dict[str, Any]]:
+    """{"strag": ..., "vism": ...}: the settings each stage's pipeline uses for `model` when given none."""
+    from more4d.pipelines import strag, vism
+
+    preset = get_preset(model)
+    return {"strag": {**strag.DEFAULTS, **preset.strag_defaults}, "vism": {**vism.DEFAULTS, **preset.vism_defaults}}
 
 
-def _total_steps(pipe: Any, requested: int | None, step: int) -> int:
-    """Steps of the running denoising loop: the requested count, else the pipeline's default."""
-    return requested or getattr(pipe, "defaults", {}).get("num_inference_steps") or step + 1
+def _tiny_present() -> bool:
+    from more4d.weights import check_weights
+
+    try:
+        check_weights("tiny")
+    except InputError:
+        return False
+    return True
 
 
-def _first_video(video: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """`(B, T, H, W[, 3])` -> the first batch item; `(T, H, W[, 3])` unchanged."""
-    is_batched = video.ndim == 5 or (video.ndim == 4 and video.shape[-1] != 3)
-    return video[0] if is_batched else video
+def whole_number(value: Any, name: str) -> int:
+    """A whole number from the page (sliders send floats) or the API; text and fractions raise `InputError`."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a whole number, got {value!r}") from None
+    if isinstance(value, bool) or not number.is_integer():
+        raise InputError(f"{name} must be a whole number, got {value!r}")
+    return int(number)
 
 
-def _no_progress(fraction: float, desc: str | None = None) -> None:
-    return None
+def real_number(value: Any, name: str) -> float:
+    """A number from the page or the API; text raises `InputError`."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
 
+
+def _or_default(value: Any, default: Any) -> Any:
+    return default if value is None or value == "" else value

@@ -21,7 +21,7 @@ def launch(service: AppService, *, host: str = "127.0.0.1", port: int = 7860, sh
     them. Uploads over `max_file_size` are refused by Gradio before they reach the app.
     """
     os.environ["GRADIO_TEMP_DIR"] = str(service.workdir / "uploads")  # uploads stay in the app's folder
-    from ui.layout import CSS, build_demo
+    from ui.layout import CSS
     from ui.sessions import proxy_routes
 
     demo = build_demo(service)
@@ -29,6 +29,21 @@ def launch(service: AppService, *, host: str = "127.0.0.1", port: int = 7860, sh
     demo.launch(server_name=host, server_port=port, share=share, css=CSS, max_file_size=max_file_size,
                 show_error=True, allowed_paths=[str(service.workdir)], prevent_thread_lock=not block, quiet=not block,
                 app_kwargs={"routes": proxy_routes(service.pool)})
+    return demo
+
+
+def build_demo(service: AppService) -> Any:
+    """The page bound to `service`: `ui.layout`'s components with `ui.handlers`' events. Launch it with
+    `app_kwargs={"routes": proxy_routes(service.pool)}` (as `launch` does)."""
+    import gradio as gr
+
+    from ui.handlers import Handlers, bind_events
+    from ui.layout import build_page
+
+    handlers = Handlers(service)
+    with gr.Blocks(title="more4d: image to 4D") as demo:
+        page = build_page(service, delete_session=handlers.delete_state)
+        bind_events(demo, page, handlers)
     return demo
 
 

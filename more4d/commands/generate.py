@@ -114,7 +114,13 @@ def write_settings(out: Path, args: argparse.Namespace, scene: Any, files: dict[
 
 
 def run(args: argparse.Namespace) -> int:
+    from more4d.commands.render import camera_from_args
+
     out = check_out_dir(args.out)
+    if args.render and args.camera_path is None and args.preset is None:
+        raise InputError("--render needs a camera: add --camera-path FILE or --preset NAME")
+    if args.camera_path is not None:
+        camera_from_args(args)  # a malformed camera file fails now, not after the scene was generated
     t0 = time.perf_counter()
     pipe = build_pipeline(args)
     t1 = time.perf_counter()

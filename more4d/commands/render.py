@@ -95,9 +95,7 @@ def render_after_generate(args: argparse.Namespace, scene: Any, strag: Any, out:
     """
     from more4d.pipelines.vism import ViSMPipeline
 
-    if args.camera_path is None and args.preset is None:
-        if args.render:
-            raise InputError("--render needs a camera: add --camera-path FILE or --preset NAME")
+    if args.camera_path is None and args.preset is None:  # `generate` refused --render without one
         return {}
     vism = None
     if args.render:
@@ -133,9 +131,15 @@ def run(args: argparse.Namespace) -> int:
                                           memory_mode=args.memory_mode).vism
         if args.compile:
             vism.compile_transformer()
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    files = render_to(out, scene, camera, vism, seed=args.seed, prompt=args.prompt,
-                      negative_prompt=args.negative_prompt, steps=args.steps, guidance=args.guidance,
-                      height=args.height, width=args.width, fps=args.fps)
+    try:
+        files = render_to(out, scene, camera, vism, seed=args.seed, prompt=args.prompt,
+                          negative_prompt=args.negative_prompt, steps=args.steps, guidance=args.guidance,
+                          height=args.height, width=args.width, fps=args.fps)
+    except BaseException:
+        if created and not any(out.iterdir()):  # a refused or failed render leaves no empty --out folder
+            out.rmdir()
+        raise
     print(f"wrote {', '.join(str(out / f) for f in files.values())} in {time.perf_counter() - t0:.1f} s")
     return 0
