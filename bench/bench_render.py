@@ -18,7 +18,7 @@ import torch
 
 from more4d.geometry import backproject_depth, intrinsics_from_fov
 from more4d.render import gsplat_available, render_points
-from more4d.render.scene import footprint_radius
+from more4d.render.scene import surface_radius
 
 
 def make_scene(num_points: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -30,7 +30,8 @@ def make_scene(num_points: int, device: torch.device) -> tuple[torch.Tensor, tor
     depth = 3.0 + 0.5 * torch.sin(xs) * torch.cos(ys) + 0.05 * torch.rand(side, side, generator=g)
     points = backproject_depth(depth, K)
     colors = torch.rand(side * side, 3, generator=g)
-    return points.to(device), colors.to(device), footprint_radius(points, K).to(device)
+    radius, _ = surface_radius(points[None], points, (side, side), torch.eye(4)[None], K[None])  # own-camera size
+    return points.to(device), colors.to(device), radius[0].to(device)
 
 
 def orbit_cameras(num: int, device: torch.device) -> torch.Tensor:

@@ -48,6 +48,21 @@ def test_strag_protocols_end_to_end_and_motion(report):
     assert 0 < row["motion_epe_floor"] < row["motion_epe_zero"]
 
 
+def test_vism_fillers_holes_and_whole_frame(report):
+    v, row = report["vism"], report["clips"][0]
+    assert set(v["fills"]) == {"render", "nearest", "telea", "ns", "pushpull", "model", "model_composite"}
+    assert v["default"] == "pushpull" and 0 < v["hole_fraction"] < 1
+    for name, f in v["fills"].items():
+        assert all(math.isfinite(f[k]) for k in ("hole_psnr", "full_psnr", "hole_ssim")), name
+    # composited, the model cannot do worse than itself outside the holes; the raw render is the floor in the holes
+    assert v["fills"]["model_composite"]["full_psnr"] >= v["fills"]["model"]["full_psnr"] - 1e-6
+    assert v["fills"]["pushpull"]["hole_psnr"] > v["fills"]["render"]["hole_psnr"]
+    classical = max(v["fills"]["telea"]["hole_psnr"], v["fills"]["ns"]["hole_psnr"])
+    assert v["pass"] == (v["fills"]["pushpull"]["hole_psnr"] > classical)
+    assert row["hole_fraction"] == v["hole_fraction"]
+    assert "the preset fills them by pushpull" in format_report(report)
+
+
 def test_swap_direction_flips_the_object_word_only():
     assert swap_direction("a red ball moves left") == ("a red ball moves right", 0)
     assert swap_direction("a box moves up while the camera pans left") == ("a box moves down while the camera pans left", 1)

@@ -33,7 +33,7 @@ def test_one_scene_several_cameras(weights, image):
     pipe.strag.__call__ = lambda *a, **k: calls.append(1) or original(*a, **k)  # count STraG runs
     progress = []
     out = pipe(image, "a red ball moving", cameras=["orbit", "dolly"], strag_kwargs=STRAG, num_inference_steps=1,
-               callback=lambda stage, step, total: progress.append((stage, step, total)))
+               inpaint="model", callback=lambda stage, step, total: progress.append((stage, step, total)))
     scene = out.scene
     assert len(out.videos) == 2 and scene.num_frames == 5 and scene.image_size == (64, 64)
     for video in out.videos:
@@ -47,8 +47,12 @@ def test_one_scene_several_cameras(weights, image):
 
     assert torch.equal(again.frames[0], render_scene(scene, resolve_camera("orbit", scene)).rgb)
     # deterministic: the same seed gives the same video
-    rerun = pipe.render(scene, "orbit", num_inference_steps=1, seed=0)
+    rerun = pipe.render(scene, "orbit", num_inference_steps=1, seed=0, inpaint="model")
     np.testing.assert_array_equal(rerun.frames, out.videos[0].frames)
+    # the tiny preset's default fills holes in pixel space: no model runs, covered pixels are the render's
+    filled = pipe.render(scene, "orbit", output_type="pt")
+    covered = ~filled.mask[0]
+    assert torch.equal(filled.frames[0][covered], again.frames[0][covered]) and filled.mask.any()
 
 
 def test_full_scale_policy_releases_the_other_stage(weights, image):
@@ -56,7 +60,7 @@ def test_full_scale_policy_releases_the_other_stage(weights, image):
     scene = pipe.generate(image, "a ball", **STRAG)
     text_encoder = pipe.strag.text_encoder
     released = [weakref.ref(getattr(pipe.strag, name)) for name in ("transformer", "motion_vae", "motion_encoder")]
-    pipe.render(scene, "static", num_inference_steps=1)
+    pipe.render(scene, "static", num_inference_steps=1, inpaint="model")
     assert pipe._strag is None and pipe.vism.text_encoder is text_encoder  # shared, not reloaded
     assert all(ref() is None for ref in released)  # freed, not only dropped (their memory is needed by ViSM)
     assert pipe.strag is not None and pipe._vism is None  # loading STraG again releases ViSM
@@ -68,7 +72,7 @@ def test_sequential_offload_gives_the_same_result(weights, image):
 
     pipe = MoRe4DPipeline.from_preset("tiny", weights, device="cpu")
     reference = pipe.generate(image, "a ball", seed=3, **STRAG)
-    video = pipe.render(reference, "orbit", num_inference_steps=1, seed=0).frames
+    video = pipe.render(reference, "orbit", num_inference_steps=1, seed=0, inpaint="model").frames
     modules = {id(m): m for stage in (pipe.strag, pipe.vism) for m in stage.components.values()
                if isinstance(m, torch.nn.Module)}  # the text encoder is shared
     for module in modules.values():
@@ -77,7 +81,8 @@ def test_sequential_offload_gives_the_same_result(weights, image):
     assert next(pipe.strag.transformer.parameters()).device.type == "meta"
     scene = pipe.generate(image, "a ball", seed=3, **STRAG)
     torch.testing.assert_close(scene.points, reference.points)
-    np.testing.assert_array_equal(pipe.render(scene, "orbit", num_inference_steps=1, seed=0).frames, video)
+    np.testing.assert_array_equal(pipe.render(scene, "orbit", num_inference_steps=1, seed=0, inpaint="model").frames,
+                                  video)
 
 
 def test_vae_tiling_follows_the_preset(weights, monkeypatch):

@@ -9,7 +9,8 @@ import torch
 
 from more4d.errors import InputError
 from more4d.geometry import backproject_depth, intrinsics_from_fov
-from more4d.render import footprint_radius, gsplat_available, render_points, render_scene, render_video
+from more4d.render import gsplat_available, render_points, render_scene, render_video
+from more4d.render.scene import surface_radius, trajectory_intrinsics
 from more4d.render.splat import ALPHA_MAX
 
 H, W = 24, 32
@@ -237,8 +238,9 @@ def test_render_scene_frame_t_uses_points_t_and_hides_invisible_tracks():
     assert not out.hole_mask[0].any()
     assert torch.equal(out.rgb[0].reshape(-1, 3), scene.colors)
     assert out.hole_mask[1, :2].all() and not out.hole_mask[1, 2:, :18].any()
-    expected = render_points(scene.points[2], scene.colors, torch.eye(4), scene.K, 16, 20,
-                             radius=footprint_radius(scene.points[0], scene.K))
+    radius, drawn = surface_radius(scene.points[2:], scene.points[0], (16, 20), torch.eye(4)[None], scene.K[None])
+    assert drawn.all()
+    expected = render_points(scene.points[2], scene.colors, torch.eye(4), scene.K, 16, 20, radius=radius[0])
     assert torch.equal(out.rgb[2], expected.rgb[0])
     double = render_scene(scene, static_trajectory(3, 50.0), height=32, width=40, mode="gaussian")
     assert double.rgb.shape == (3, 32, 40, 3) and not double.hole_mask[0].any()
@@ -259,3 +261,61 @@ def test_render_video_writes_render_and_mask(tmp_path):
     assert masks[1, :2].min() > 200 and masks[0].max() < 50  # white = hole
     with pytest.raises(InputError):
         render_video(tiny_scene(), static_trajectory(3, 50.0), tmp_path / "missing" / "out")
+
+
+def scene_of(points, colors, K, height, width):
+    from more4d.scene import Scene4D
+
+    T = points.shape[0]
+    return Scene4D(points=points, colors=colors, visibility=torch.ones(T, height * width, dtype=torch.bool), K=K,
+                   image_size=(height, width))
+
+
+def test_receding_and_slanted_surfaces_stay_closed():
+    """Points moving 30% away, or seen at 40 degrees, would part with a fixed world radius; the surface radius
+    follows the neighbours' screen spacing, so the surface renders without holes."""
+    points, colors, K = plane(depth=2.0)
+    receding = torch.stack([points, points * 1.3])  # the whole plane moves away along the rays
+    out = render_scene(scene_of(receding, colors, K, H, W), static_trajectory(2, 50.0))
+    assert not out.hole_mask.any()
+    traj = static_trajectory(1, 50.0)
+    traj.c2w[0] = translation(x=0.7) @ yaw(-20.0)  # orbit-like view of the plane's centre
+    out = render_scene(scene_of(points[None], colors, K, H, W), traj)
+    inside = out.hole_mask[0, 6:-6, 10:-10]
+    assert inside.float().mean() == 0, "gaps inside the slanted plane"
+
+
+def test_depth_discontinuity_becomes_a_hole_not_a_curtain():
+    """A near square in front of a far wall, seen from the side: the wall behind the square's edge is a hole;
+    no point sits in between (the edge's neighbours are not stretched across)."""
+    K = intrinsics_from_fov(50.0, H, W)
+    depth = torch.full((H, W), 4.0)
+    depth[8:16, 12:20] = 2.0
+    points = backproject_depth(depth, K)[None]
+    colors = torch.zeros(H * W, 3)
+    colors[(depth < 3).reshape(-1)] = torch.tensor([1.0, 0.0, 0.0])
+    traj = static_trajectory(1, 50.0)
+    traj.c2w[0] = translation(x=0.4)
+    out = render_scene(scene_of(points, colors, K, H, W), traj)
+    hole = out.hole_mask[0]
+    assert hole.any() and hole.float().mean() < 0.2  # the disocclusion beside the square and the new border
+    radius, drawn = surface_radius(points, points[0], (H, W), traj.c2w, trajectory_intrinsics(
+        scene_of(points, colors, K, H, W), traj, H, W))
+    edge = torch.zeros(H, W, dtype=torch.bool)
+    edge[8:16, 12] = edge[8:16, 19] = True  # the square's left and right columns border the wall
+    assert not drawn[0][edge.reshape(-1)].all()  # the side the camera opens up is not drawn
+    assert radius[0][drawn[0]].max() < 4 * radius[0][drawn[0]].min()  # nothing stretched across the gap
+
+
+def test_path_starting_at_the_input_camera_reproduces_an_off_centre_crop():
+    """A crop moves the principal point and changes the pixel aspect; frame 0 still shows the input exactly."""
+    from more4d.geometry import resize_intrinsics
+
+    K = resize_intrinsics(intrinsics_from_fov(50.0, 30, 45), (30, 45), (H, W), crop=(1, 3, 27, 40))
+    points = backproject_depth(torch.full((H, W), 3.0), K)[None]
+    colors = torch.rand(H * W, 3, generator=torch.Generator().manual_seed(1))
+    scene = scene_of(points, colors, K, H, W)
+    from more4d.geometry import fov_from_intrinsics
+
+    out = render_scene(scene, static_trajectory(1, fov_from_intrinsics(K, H)))
+    assert not out.hole_mask.any() and torch.equal(out.rgb[0].reshape(-1, 3), colors)

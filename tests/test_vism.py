@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
@@ -20,7 +21,14 @@ from more4d.models.vism import (
     encode_clip_image,
 )
 from more4d.pipelines.vism import ViSMPipeline, resolve_camera
-from more4d.pipelines.vism_conditioning import encode_condition, pack_mask, render_views, training_pair
+from more4d.pipelines.vism_conditioning import (
+    composite_frames,
+    encode_condition,
+    fill_holes,
+    pack_mask,
+    render_views,
+    training_pair,
+)
 from more4d.render import render_scene
 from more4d.testing import make_test_scene
 
@@ -196,3 +204,51 @@ def test_training_pair_from_clip(scene):
     assert torch.equal(render_n, ref.rgb) and torch.equal(hole_n, ref.hole_mask)
     with pytest.raises(InputError, match="view"):
         training_pair(clip, view=1)
+
+
+def test_fill_holes_keeps_covered_pixels_and_fills_smoothly():
+    y, x = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 48), indexing="ij")
+    image = torch.stack([x, y, 0.5 * (x + y)], -1)[None].repeat(2, 1, 1, 1)  # (2, 32, 48, 3) linear ramps
+    hole = torch.zeros(2, 32, 48, dtype=torch.bool)
+    hole[0, 10:20, 5:30] = True
+    hole[1, :, 40:] = True  # a hole touching the border
+    filled = fill_holes(image, hole)
+    assert torch.equal(filled[~hole], image[~hole])
+    inner = hole.clone()
+    inner[1] = False
+    assert (filled[inner] - image[inner]).abs().max() < 0.05  # an enclosed hole of a ramp is interpolated
+    known = image[1][~hole[1]]
+    assert (filled[1][hole[1]] >= known.min(0).values).all() and (filled[1][hole[1]] <= known.max(0).values).all()
+    flat = torch.full((1, 8, 8, 3), 0.3)
+    assert torch.allclose(fill_holes(flat, torch.rand(1, 8, 8) < 0.5), flat)
+    everywhere = torch.ones(1, 8, 8, dtype=torch.bool)
+    assert torch.equal(fill_holes(flat, everywhere), flat)  # nothing to fill from: unchanged
+
+
+def test_composite_keeps_the_render_away_from_holes():
+    render, frames = torch.zeros(1, 16, 16, 3), torch.ones(1, 16, 16, 3)
+    hole = torch.zeros(1, 16, 16, dtype=torch.bool)
+    hole[0, 6:10, 6:10] = True
+    out = composite_frames(frames, render, hole, feather_px=2)
+    assert torch.equal(out[hole], frames[hole])
+    far = torch.ones(16, 16, dtype=torch.bool)
+    far[2:14, 2:14] = False  # more than 2 px from the hole
+    assert torch.equal(out[0][far], render[0][far])
+    seam = out[0, 5, 7, 0]
+    assert 0 < seam < 1  # blended next to the hole
+
+
+def test_inpaint_modes_keep_what_the_render_knows(pipe, scene):
+    kw = dict(num_inference_steps=1, height=32, width=32, output_type="pt")
+    model = pipe(scene, "orbit", inpaint="model", composite=False, **kw)
+    kept = pipe(scene, "orbit", inpaint="model", composite=True, **kw)
+    pixel = pipe(scene, "orbit", inpaint="pushpull", **kw)
+    hole = model.mask[0]
+    assert hole.any() and not hole[0].any()  # the orbit starts at the input camera
+    covered = F.max_pool2d(hole.float()[:, None], 5, 1, 2)[:, 0] == 0  # more than the 2-px seam from any hole
+    assert torch.equal(kept.frames[0][covered], model.render[0][covered])
+    assert torch.equal(kept.frames[0][0], model.render[0][0])  # frame 0 is the input view, exactly
+    assert not torch.equal(model.frames[0][covered], model.render[0][covered])  # the model alone repaints
+    assert torch.equal(pixel.frames[0][~hole], pixel.render[0][~hole])
+    with pytest.raises(InputError, match="inpaint"):
+        pipe(scene, "orbit", inpaint="telea", **kw)

@@ -20,21 +20,21 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from _lib.config import TrainConfig, add_common_args, check, config_from_args
-from _lib.data import batches, validation_batch
-from _lib.flow import flow_matching_loss
-from _lib.records import save_image_grid
-from _lib.run import Run, ema_weights, entry, load_init, trainable
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from more4d.camera import CameraTrajectory
-from more4d.eval.metrics import nearest_fill, psnr
+from more4d.eval.metrics import psnr
 from more4d.geometry import fov_from_intrinsics
 from more4d.models.lora import add_lora, save_lora
 from more4d.models.vism import encode_clip_image
 from more4d.pipelines.vism import ViSMPipeline
-from more4d.pipelines.vism_conditioning import encode_condition, render_views, vae_encode
+from more4d.pipelines.vism_conditioning import encode_condition, fill_holes, render_views, vae_encode
 from more4d.scene import Scene4D
+from more4d.training.config import TrainConfig, add_common_args, check, config_from_args
+from more4d.training.data import batches, validation_batch
+from more4d.training.flow import flow_matching_loss
+from more4d.training.records import save_image_grid
+from more4d.training.run import Run, ema_weights, entry, load_init, trainable
 
 
 @dataclass
@@ -86,6 +86,40 @@ def training_pairs(batch, gen: torch.Generator, source_prob: float) -> tuple[tor
     return torch.stack(renders), torch.stack(holes), torch.stack(targets)
 
 
+@dataclass
+class EncodedPairs:
+    """A batch's training pairs as the transformer sees them: target latents `(B, 16, f, h, w)`, condition
+    latents `(B, 20, f, h, w)` (hole mask + masked render), text embeddings `(B, 512, D)`, frame 0 `(B, H, W, 3)`
+    in [0, 1] and the hole mask `(B, T, H, W)`."""
+
+    latents: torch.Tensor
+    cond: torch.Tensor
+    embeds: torch.Tensor
+    first_frames: torch.Tensor
+    hole: torch.Tensor
+
+
+@torch.no_grad()
+def encode_pairs(batch, vae: torch.nn.Module, text: ViSMPipeline, cfg: ViSMConfig,
+                 gen: torch.Generator) -> EncodedPairs:
+    """Render each clip from its own or a novel camera and encode pair and caption with the frozen VAE and text
+    encoder (captions dropped to "" with `cfg.text_dropout`)."""
+    render, hole, target = training_pairs(batch, gen, cfg.source_view_prob)
+    cond = encode_condition(vae, render, hole).latents.float()
+    latents = vae_encode(vae, target.permute(0, 4, 1, 2, 3) * 2.0 - 1.0).float()
+    drop = torch.rand(len(batch), generator=gen) < cfg.text_dropout
+    embeds = text.encode_prompt(["" if d else c for d, c in zip(drop.tolist(), batch.captions)], latents.device)
+    return EncodedPairs(latents, cond, embeds, batch.frames[:, 0].float() / 255.0, hole)
+
+
+def vism_loss(pairs: EncodedPairs, transformer: torch.nn.Module, image_encoder: torch.nn.Module, cfg: ViSMConfig,
+              gen: torch.Generator) -> torch.Tensor:
+    """The flow-matching loss of encoded pairs, conditioned on the CLIP tokens of frame 0."""
+    image_embeds = encode_clip_image(image_encoder, pairs.first_frames)
+    return flow_matching_loss(lambda x, t: transformer(x, t, pairs.embeds, image_embeds, return_dict=False)[0],
+                              pairs.latents, pairs.cond, cfg.timestep_sampling, cfg.shift, gen)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)
@@ -122,25 +156,18 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. one step
     def train_step(batch) -> tuple[torch.Tensor, dict[str, float]]:
-        B = len(batch)
-        with torch.no_grad():
-            render, hole, target = training_pairs(batch, gen, cfg.source_view_prob)
-            cond = encode_condition(vae, render, hole).latents.float()
-            latents = vae_encode(vae, target.permute(0, 4, 1, 2, 3) * 2.0 - 1.0).float()
-            drop = torch.rand(B, generator=gen) < cfg.text_dropout
-            embeds = text.encode_prompt(["" if d else c for d, c in zip(drop.tolist(), batch.captions)], run.device)
-        image_embeds = encode_clip_image(image_encoder, batch.frames[:, 0].float() / 255.0)
-        loss = flow_matching_loss(lambda x, t: transformer(x, t, embeds, image_embeds, return_dict=False)[0],
-                                  latents, cond, cfg.timestep_sampling, cfg.shift, gen)
-        return loss, {"train/hole_fraction": float(hole.float().mean())}
+        pairs = encode_pairs(batch, vae, text, cfg, gen)
+        loss = vism_loss(pairs, transformer, image_encoder, cfg, gen)
+        return loss, {"train/hole_fraction": float(pairs.hole.float().mean())}
 
-    # 3. validation: the real pipeline on a held-out novel view; PSNR in holes vs raw render / nearest fill
+    # 3. validation: the real pipeline on a held-out novel view; PSNR in holes vs raw render / push-pull fill
     def log_validation(step: int) -> dict[str, float]:
         pipe = ViSMPipeline(transformer=run.models["vism/transformer"], vae=vae,
                             scheduler=FlowMatchEulerDiscreteScheduler(shift=cfg.shift), text_encoder=text.text_encoder,
-                            tokenizer=text.tokenizer, image_encoder=run.models.get("vism/image_encoder", image_encoder))
+                            tokenizer=text.tokenizer, image_encoder=run.models.get("vism/image_encoder", image_encoder),
+                            defaults=dict(inpaint="model", composite=False))
         pipe.set_progress_bar_config(disable=True)
-        scores: dict[str, list[torch.Tensor]] = {"model": [], "render": [], "nearest": []}
+        scores: dict[str, list[torch.Tensor]] = {"model": [], "render": [], "pushpull": []}
         rows = []
         for b in range(len(val)):
             traj, frames = view(val, b, 0)
@@ -149,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                        output_type="pt")
             gt, hole = frames.float().cpu() / 255.0, out.mask[0]
             for key, img in (("model", out.frames[0]), ("render", out.render[0]),
-                             ("nearest", nearest_fill(out.render[0], hole))):
+                             ("pushpull", fill_holes(out.render[0], hole))):
                 scores[key].append(psnr(img, gt, hole).nanmean())
             if b < 3:
                 t = gt.shape[0] // 2
@@ -157,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         save_image_grid(run.out / "samples" / f"step_{step:07d}.png", rows, col_titles=["render", "vism", "true"])
         mean = {k: float(torch.stack(v).nanmean()) for k, v in scores.items()}
         return {"val/hole_psnr": mean["model"], "val/hole_psnr_render": mean["render"],
-                "val/hole_psnr_nearest": mean["nearest"]}
+                "val/hole_psnr_pushpull": mean["pushpull"]}
 
     stop = run.fit(train_step, batches(cfg, run.accelerator, run.step, novel_views=cfg.data.num_novel_views),
                    optimizer, lr_scheduler, params, samples_per_batch=cfg.data.batch_size, validate=log_validation)

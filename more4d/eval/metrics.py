@@ -188,3 +188,21 @@ def nearest_fill(image: torch.Tensor, hole_mask: torch.Tensor) -> torch.Tensor:
         source[labels[keep]] = np.flatnonzero(keep)
         out[i] = imgs[i].reshape(H * W, 3)[torch.from_numpy(source[labels].reshape(-1))].reshape(H, W, 3)
     return out.reshape(image.shape).to(image.device)
+
+
+def classical_inpaint(image: torch.Tensor, hole_mask: torch.Tensor, method: str = "telea") -> torch.Tensor:
+    """OpenCV inpainting of the holes (a ViSM baseline that needs no weights): "telea" (fast marching) or "ns"
+    (Navier-Stokes), radius 3, on 8-bit frames. Shapes as in `nearest_fill`."""
+    _check_same("hole_mask", hole_mask, "image[..., 0]", image[..., 0])
+    import cv2
+    import numpy as np
+
+    flags = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
+    if method not in flags:
+        raise InputError(f"method must be one of {sorted(flags)}, got {method!r}")
+    H, W = hole_mask.shape[-2:]
+    imgs = (image.detach().reshape(-1, H, W, 3).float().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    holes = hole_mask.detach().reshape(-1, H, W).cpu().numpy().astype(np.uint8)
+    out = np.stack([cv2.inpaint(img, hole, 3, flags[method]) if hole.any() and not hole.all() else img
+                    for img, hole in zip(imgs, holes)])
+    return torch.from_numpy(out.astype(np.float32) / 255.0).reshape(image.shape).to(image.device)

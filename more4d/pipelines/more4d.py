@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 
 from more4d.errors import InputError
+from more4d.pipelines.vism import DEFAULTS as VISM_DEFAULTS
 from more4d.pipelines.vism import CameraLike, ViSMOutput, ViSMPipeline
 from more4d.scene import Scene4D
 
@@ -118,6 +119,13 @@ class MoRe4DPipeline:
             apply_memory_mode(self._vism, self.memory_mode, self.device, self.dtype)
         return self._vism
 
+    @property
+    def vism_defaults(self) -> dict[str, Any]:
+        """The preset's ViSM settings, known without loading the models."""
+        from more4d.weights import get_preset
+
+        return {**VISM_DEFAULTS, **get_preset(self.preset).vism_defaults}
+
     # -- calls -------------------------------------------------------------------------------------------------------
     def generate(self, image: Any, prompt: str, **kwargs: Any) -> Scene4D:
         """image + prompt -> Scene4D; keyword arguments go to `STraGPipeline.__call__`."""
@@ -126,10 +134,11 @@ class MoRe4DPipeline:
     def render(self, scene: Scene4D, camera: CameraLike | Sequence[CameraLike], **kwargs: Any) -> ViSMOutput:
         """Scene4D + camera path(s) -> ViSMOutput; keyword arguments go to `ViSMPipeline.__call__`.
 
-        `render_only=True` needs no model and loads nothing.
+        `render_only=True` and a pixel-space fill (`inpaint="pushpull"`, the tiny preset's default) need no model
+        and load nothing.
         """
-        if kwargs.get("render_only"):
-            return ViSMPipeline()(scene, camera, **kwargs)
+        if kwargs.get("render_only") or kwargs.get("inpaint", self.vism_defaults["inpaint"]) == "pushpull":
+            return ViSMPipeline(defaults=self.vism_defaults)(scene, camera, **kwargs)
         return self.vism(scene, camera, **kwargs)
 
     def __call__(self, image: Any, prompt: str, cameras: Sequence[CameraLike] = ("orbit",), *,
@@ -154,7 +163,7 @@ class MoRe4DPipeline:
         for i, camera in enumerate(cameras):
             kw = dict(render_kwargs)
             if callback is not None and not kw.get("render_only"):
-                total = kw.get("num_inference_steps") or self.vism.defaults["num_inference_steps"]
+                total = kw.get("num_inference_steps") or self.vism_defaults["num_inference_steps"]
                 kw["callback_on_step_end"] = _progress(callback, f"vism:{i}", total)
             videos.append(self.render(scene, camera, seed=seed, **kw))
         return MoRe4DOutput(scene, videos)

@@ -32,7 +32,9 @@ from more4d.pipelines.vism_conditioning import (
     VAE_SCALE,
     ViSMCondition,
     check_output_size,
+    composite_frames,
     encode_condition,
+    fill_holes,
     latent_num_frames,
     render_views,
     vae_decode,
@@ -43,7 +45,12 @@ logger = logging.getLogger(__name__)
 
 CameraLike = str | CameraPath | CameraTrajectory
 VISM_COMPONENTS = ("vae", "vism_transformer", "vism_image_encoder", "tokenizer", "text_encoder")
-DEFAULTS = dict(num_inference_steps=50, guidance_scale=6.0, shift=5.0)  # presets override (`Preset.vism_defaults`)
+Inpaint = Literal["model", "pushpull"]
+INPAINT_MODES = ("model", "pushpull")
+# presets override these (`Preset.vism_defaults`). `inpaint`: what fills the holes, the diffusion model or a
+# pixel-space push-pull fill (`fill_holes`, no model); `composite`: keep the render's pixels and take only the holes
+# from the model (off: the model regenerates the whole frame, as the paper does)
+DEFAULTS = dict(num_inference_steps=50, guidance_scale=6.0, shift=5.0, inpaint="model", composite=False)
 
 
 @dataclass
@@ -142,7 +149,7 @@ class ViSMPipeline(DiffusionPipeline):
         if lora is not None and lora.is_file():
             load_lora(comps["vism_transformer"], lora)
             merge_lora(comps["vism_transformer"], lora_weight)
-        defaults = spec.vism_defaults
+        defaults = {**DEFAULTS, **spec.vism_defaults}
         pipe = cls(transformer=comps["vism_transformer"], vae=comps["vae"], image_encoder=comps["vism_image_encoder"],
                    text_encoder=text_encoder or comps["text_encoder"], tokenizer=tokenizer or comps["tokenizer"],
                    scheduler=FlowMatchEulerDiscreteScheduler(shift=defaults["shift"]), defaults=defaults)
@@ -188,6 +195,7 @@ class ViSMPipeline(DiffusionPipeline):
     def check_inputs(self, scene: Scene4D, height: int, width: int, render_only: bool, guidance_scale: float,
                      num_inference_steps: int, callback_on_step_end_tensor_inputs: Sequence[str],
                      output_type: str) -> None:
+        """`render_only`: no model runs (a bare render, or holes filled in pixel space)."""
         if output_type not in ("np", "pt"):
             raise InputError(f"output_type must be 'np' or 'pt', got {output_type!r}")
         if not isinstance(scene, Scene4D):
@@ -229,6 +237,8 @@ class ViSMPipeline(DiffusionPipeline):
         width: int | None = None,
         fps: float | None = None,
         render_only: bool = False,
+        inpaint: Inpaint | None = None,
+        composite: bool | None = None,
         output_type: Literal["np", "pt"] = "np",
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
@@ -245,11 +255,18 @@ class ViSMPipeline(DiffusionPipeline):
             height, width: output size (default: the scene's image size; multiples of 16 for the model).
             fps: frame rate recorded in the output (default: the scene's).
             render_only: skip the model and return the splat render as `frames`.
+            inpaint: "model" (4D-ViSM's diffusion model) or "pushpull" (holes filled from their borders in pixel
+                space, no model). composite: keep the pixels the render covers and take only the holes from the
+                model, with a feathered seam. Both default to the preset's (`self.defaults`).
             callback_on_step_end: `fn(pipe, step, timestep, tensors) -> dict` after each step (may replace latents).
         Returns:
             ViSMOutput(frames, render, mask, fps).
         """
         d = self.defaults
+        composite = bool(d["composite"] if composite is None else composite)
+        inpaint = d["inpaint"] if inpaint is None else inpaint
+        if inpaint not in INPAINT_MODES:
+            raise InputError(f"inpaint must be one of {INPAINT_MODES}, got {inpaint!r}")
         num_inference_steps = int(d["num_inference_steps"] if num_inference_steps is None else num_inference_steps)
         guidance_scale = float(d["guidance_scale"] if guidance_scale is None else guidance_scale)
         shift = float(d["shift"] if shift is None else shift)
@@ -259,8 +276,8 @@ class ViSMPipeline(DiffusionPipeline):
             generator = torch.Generator("cpu").manual_seed(0 if seed is None else int(seed))
         height = scene.height if height is None else int(height)
         width = scene.width if width is None else int(width)
-        self.check_inputs(scene, height, width, render_only, guidance_scale, num_inference_steps,
-                          callback_on_step_end_tensor_inputs, output_type)
+        self.check_inputs(scene, height, width, render_only or inpaint == "pushpull", guidance_scale,
+                          num_inference_steps, callback_on_step_end_tensor_inputs, output_type)
         fps = float(scene.fps if fps is None else fps)
         if fps <= 0:
             raise InputError(f"fps must be > 0, got {fps}")
@@ -280,6 +297,8 @@ class ViSMPipeline(DiffusionPipeline):
             logger.warning("no point of the scene is visible from the camera path: the whole video is a hole")
         if render_only:
             return self._output(render, render, hole, fps, output_type)
+        if inpaint == "pushpull":
+            return self._output(fill_holes(render, hole), render, hole, fps, output_type)
 
         # 2. conditions: text, CLIP image tokens, mask + masked-render latents
         B = len(trajectories)
@@ -325,6 +344,8 @@ class ViSMPipeline(DiffusionPipeline):
         # 5. decode
         video = vae_decode(self.vae, latents)  # (B, 3, T, H, W) in [-1, 1]
         frames = (video.float().permute(0, 2, 3, 4, 1) + 1.0) / 2.0
+        if composite:
+            frames = composite_frames(frames.clamp(0, 1), render.to(frames.device), hole.to(frames.device))
         self.maybe_free_model_hooks()
         return self._output(frames, render, hole, fps, output_type)
 

@@ -9,6 +9,9 @@ Wan-Fun-InP layout of the 20 condition channels (after the 16 noise channels):
   spatially resized x1/8 bilinearly (align_corners False), as VideoX-Fun's `resize_mask`;
 - masked-render latent `(B, 16, T_lat, H/8, W/8)`: the render in [-1, 1] with holes set to 0, VAE-encoded
   (distribution mode) and normalised by the VAE's `latents_mean` / `latents_std`.
+
+Besides the model: `fill_holes` fills holes in pixel space from their borders (push-pull), and `composite_frames`
+puts generated frames back under the render (pixels the render covers kept, a feathered seam).
 """
 
 from __future__ import annotations
@@ -66,11 +69,51 @@ def pack_mask(hole_mask: torch.Tensor) -> torch.Tensor:
     return keep.view(B, t_lat, MASK_CHANNELS, H // VAE_SCALE, W // VAE_SCALE).transpose(1, 2).contiguous()
 
 
+def fill_holes(image: torch.Tensor, hole_mask: torch.Tensor) -> torch.Tensor:
+    """Fill holes smoothly from their borders by push-pull: masked averages down an image pyramid until nothing
+    is missing, then each level's holes take the bilinearly upsampled coarser level. Covered pixels are unchanged.
+
+    Args:
+        image: `(..., H, W, C)` float; hole_mask: `(..., H, W)` bool, True = hole. An image that is all hole is
+            returned unchanged.
+    """
+    shape = image.shape
+    x = image.reshape(-1, *shape[-3:]).permute(0, 3, 1, 2).float()
+    w = (~hole_mask.reshape(-1, 1, *shape[-3:-1])).float()
+    levels = [(x, w)]
+    while min(x.shape[-2:]) > 1 and bool((w == 0).any()):
+        total = F.avg_pool2d(x * w, 2, ceil_mode=True)
+        weight = F.avg_pool2d(w, 2, ceil_mode=True)
+        x, w = total / weight.clamp_min(1e-8), (weight > 0).float()
+        levels.append((x, w))
+    for fine_x, fine_w in reversed(levels[:-1]):
+        up = F.interpolate(x, size=fine_x.shape[-2:], mode="bilinear", align_corners=False)
+        x = fine_w * fine_x + (1 - fine_w) * up
+    known = levels[0][1].flatten(1).any(dim=1).view(-1, 1, 1, 1)
+    x = torch.where(known, x, levels[0][0])
+    return x.permute(0, 2, 3, 1).reshape(shape).to(image.dtype)
+
+
 def masked_video(render: torch.Tensor, hole_mask: torch.Tensor) -> torch.Tensor:
     """The VAE input: render `(B, T, H, W, 3)` in [0, 1] -> `(B, 3, T, H, W)` in [-1, 1] with holes set to 0."""
     video = render.float() * 2.0 - 1.0
     video = video * (~hole_mask.bool()).unsqueeze(-1)
     return video.permute(0, 4, 1, 2, 3).contiguous()
+
+
+def composite_frames(frames: torch.Tensor, render: torch.Tensor, hole_mask: torch.Tensor, feather_px: int = 2
+              ) -> torch.Tensor:
+    """Generated `frames` in the holes, the `render` elsewhere, blended over `feather_px` pixels at the seam.
+
+    Args:
+        frames, render: `(..., H, W, 3)`; hole_mask: `(..., H, W)` bool. Pixels further than `feather_px` from a
+            hole are the render's exactly.
+    """
+    hole = hole_mask.reshape(-1, 1, *hole_mask.shape[-2:]).float()
+    # weight of the generated frame: 1 in a hole, falling linearly to 0 at feather_px + 1 pixels (Chebyshev) from it
+    weight = sum(F.max_pool2d(hole, 2 * k + 1, 1, k) for k in range(feather_px + 1)) / (feather_px + 1)
+    weight = weight.reshape(*hole_mask.shape, 1).to(frames.dtype)
+    return frames * weight + render.to(frames.dtype) * (1 - weight)
 
 
 def _latent_stats(vae: torch.nn.Module, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -130,7 +130,9 @@ PRESETS: dict[str, Preset] = {
         # 8 Euler steps without guidance: lower held-out motion error than 2 steps, as low as 4; guidance makes
         # the tiny model's motion larger and worse (assets/weights/tiny/README.md)
         strag_defaults=dict(num_frames=17, num_inference_steps=8, guidance_scale=1.0, shift=5.0, scheduler="euler"),
-        vism_defaults=dict(num_inference_steps=4, guidance_scale=1.0, shift=3.0),
+        # holes by push-pull: the tiny RGB VAE reconstructs frames at ~18 dB, below what a pixel-space fill reaches in the
+        # holes (assets/weights/tiny/README.md, "4D-ViSM"); `inpaint="model"` runs the tiny diffusion model
+        vism_defaults=dict(num_inference_steps=4, guidance_scale=1.0, shift=3.0, inpaint="pushpull", composite=True),
     ),
     "moge4d": Preset(
         name="moge4d",
@@ -238,8 +240,10 @@ def check_weights(preset: str, weights_dir: str | os.PathLike | None = None,
     root = weights_folder(spec, weights_dir)
     if isinstance(root, Path) and not root.is_dir():
         raise InputError(f"weights folder {str(root)!r} for preset {spec.name!r} does not exist"
-                         + (" (run `python -m more4d.weights.presets` to write random tiny weights)"
-                            if spec.name == "tiny" else ""))
+                         + ("; check the path" + (", or leave out --weights to use the shipped tiny weights"
+                                                   if spec.name == "tiny" else "")
+                            if weights_dir is not None else "; the shipped weights belong there: restore them "
+                            "from the repository (git checkout assets/weights)"))
     wanted = set(only) if only is not None else None
     missing = [f for c in spec.components if (wanted is None or c.name in wanted) and not c.optional
                for f in c.missing(root)]
@@ -390,11 +394,10 @@ def save_random_tiny(folder: str | os.PathLike, seed: int = 0) -> Path:
     For tests and as the initialisation of train/. Returns the folder.
     """
     from more4d.depth import TinyDepthNet
+    from more4d.models.builders import build_tiny_strag_components
     from more4d.models.vism import build_tiny_vism_components
 
     root = Path(folder)
-    from more4d.models.strag import build_tiny_strag_components
-
     strag = build_tiny_strag_components(seed=seed)
     vism = build_tiny_vism_components(seed=seed)
     torch.manual_seed(seed)
