@@ -57,7 +57,7 @@ def batch(config: dict, frames: int, height: int, width: int, size: int, step: i
 
 
 def loss_fn(model: torch.nn.Module, b: dict) -> torch.Tensor:
-    """Flow matching: x_t = (1 - s) x0 + s e, target e - x0 (as train/_lib/flow.py)."""
+    """Flow matching: x_t = (1 - s) x0 + s e, target e - x0 (as more4d/training/flow.py)."""
     s = b["sigma"].view(-1, 1, 1, 1, 1)
     x_t = (1 - s) * b["latents"] + s * b["noise"]
     inp = torch.cat([x_t, b["cond"]], dim=1).to(torch.bfloat16)

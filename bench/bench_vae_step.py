@@ -9,16 +9,17 @@ times the same step (RoundTrip forward on motion + dense videos, L1 loss, backwa
 from __future__ import annotations
 
 import argparse
-import sys
+import runpy
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from train_vae import RoundTrip, dense_videos  # noqa: E402
+from more4d.models.builders import build_tiny_motion_vae
 
-from more4d.models.strag import build_tiny_motion_vae  # noqa: E402
+# the step of the training script itself (a script, not a module: run from its file)
+TRAIN_VAE = runpy.run_path(str(Path(__file__).resolve().parents[1] / "train" / "train_vae.py"), run_name="train_vae")
+RoundTrip, dense_videos = TRAIN_VAE["RoundTrip"], TRAIN_VAE["dense_videos"]
 
 
 def time_steps(forward, params: list[torch.nn.Parameter], inputs: list[torch.Tensor], steps: int) -> float:

@@ -129,7 +129,7 @@ def bench_stages(args: argparse.Namespace) -> None:
     from diffusers import FlowMatchEulerDiscreteScheduler
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    from more4d.models.strag import build_full_strag_components
+    from more4d.models.builders import build_full_strag_components
     from more4d.pipelines.more4d import apply_memory_mode
     from more4d.pipelines.strag import STraGPipeline
 

@@ -7,12 +7,7 @@
   split over 2 ranks and the noise predictions are all-gathered, so each rank denoises identical latents.
 - **both**: 2 CFG groups of N/2 context-parallel ranks each.
 
-Launch (one process per GPU; every rank computes the same result, rank 0 writes the files):
-
-    torchrun --nproc-per-node 4 -m more4d.parallel generate photo.jpg --prompt "a dog runs" --out out/ \
-        --parallel 4 --parallel-mode both
-    torchrun --nproc-per-node 2 -m more4d.parallel render out/scene.safetensors --preset orbit --out out/ \
-        --parallel 2
+The command-line launcher is `more4d.commands.parallel` (`torchrun ... -m more4d.commands.parallel generate ...`).
 
 From Python:
 
@@ -24,16 +19,11 @@ From Python:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -328,7 +318,7 @@ def setup_parallel(pipe: Any, parallel: int, mode: ParallelMode = "context", *, 
     if not dist.is_initialized() or dist.get_world_size() != parallel:
         found = dist.get_world_size() if dist.is_initialized() else 1
         raise InputError(f"--parallel {parallel} needs {parallel} processes, found {found}: launch with "
-                         f"`torchrun --nproc-per-node {parallel} -m more4d.parallel ...`")
+                         f"`torchrun --nproc-per-node {parallel} -m more4d.commands.parallel ...`")
     transformer = pipeline_transformer(pipe)
     mesh = make_mesh(cfg, ring, ulysses, next(transformer.parameters()).device.type)
     if ring * ulysses > 1:
@@ -336,88 +326,3 @@ def setup_parallel(pipe: Any, parallel: int, mode: ParallelMode = "context", *, 
     if cfg > 1:
         enable_cfg_parallel(transformer, mesh.get_group("cfg"))
     return ParallelPlan(mode, cfg, ring, ulysses, mesh)
-
-
-# 6) launcher -----------------------------------------------------------------------------------------------------
-
-def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--parallel N`, `--parallel-mode`, `--ring-degree` (for commands launched with torchrun)."""
-    parser.add_argument("--parallel", type=int, default=None,
-                        help="processes to spread the transformer over (default: torchrun's WORLD_SIZE)")
-    parser.add_argument("--parallel-mode", default="context", choices=PARALLEL_MODES,
-                        help="context (sequence split), cfg (cond/uncond on 2 GPUs) or both (default: context)")
-    parser.add_argument("--ring-degree", type=int, default=1,
-                        help="context ranks using ring attention instead of Ulysses (needs a flash/cuDNN backend)")
-
-
-def _run_generate(args: argparse.Namespace, info: DistInfo) -> None:
-    from more4d.commands import generate as cmd
-
-    out = cmd.check_out_dir(args.out) if info.is_main else None
-    t0 = time.perf_counter()
-    pipe = cmd.build_pipeline(args)
-    setup_parallel(pipe, args.parallel, args.parallel_mode, ring_degree=args.ring_degree)
-    t1 = time.perf_counter()
-    scene = cmd.generate_scene(args, pipe)
-    t2 = time.perf_counter()
-    if info.is_main:
-        scene.metadata["parallel"] = dict(processes=args.parallel, mode=args.parallel_mode)
-        files = cmd.write_scene_outputs(scene, out)
-        cmd.write_settings(out, args, scene, files, dict(load=t1 - t0, generate=t2 - t1))
-        print(f"wrote {out / 'scene.safetensors'} on {args.parallel} processes in {t2 - t1:.1f} s")
-
-
-def _run_render(args: argparse.Namespace, info: DistInfo) -> None:
-    from more4d.commands import render as cmd
-    from more4d.pipelines.more4d import MoRe4DPipeline
-    from more4d.scene import Scene4D
-
-    if args.render_only:
-        raise InputError("--render-only uses no model; run it without torchrun")
-    scene = Scene4D.load(args.scene)
-    pipe = MoRe4DPipeline.from_preset(args.model, args.weights, device=args.device, dtype=args.dtype,
-                                      memory_mode=args.memory_mode)
-    setup_parallel(pipe.vism, args.parallel, args.parallel_mode, ring_degree=args.ring_degree)
-    camera = cmd.camera_from_args(args)
-    with contextlib.ExitStack() as stack:  # every rank denoises the same video; rank 0 keeps the files
-        out = Path(args.out) if info.is_main else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        out.mkdir(parents=True, exist_ok=True)
-        files = cmd.render_scene_to(out, scene, camera, args, pipe, prompt=args.prompt)
-    if info.is_main:
-        print(f"wrote {', '.join(str(out / f) for f in files.values())} on {args.parallel} processes")
-
-
-LAUNCHABLE = {"generate": _run_generate, "render": _run_render}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`torchrun --nproc-per-node N -m more4d.parallel {generate,render} ... [--parallel N --parallel-mode M]`."""
-    from more4d.cli import build_parser
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in LAUNCHABLE:
-        print(f"usage: torchrun --nproc-per-node N -m more4d.parallel {{{','.join(LAUNCHABLE)}}} ARGS "
-              f"[--parallel N] [--parallel-mode {'|'.join(PARALLEL_MODES)}] [--ring-degree R]", file=sys.stderr)
-        return 2
-    extra = argparse.ArgumentParser(add_help=False)
-    add_parallel_arguments(extra)
-    pargs, rest = extra.parse_known_args(argv)
-    args = build_parser(argv[0]).parse_args(rest)
-    info = init_distributed()
-    args.parallel = info.world_size if pargs.parallel is None else pargs.parallel
-    args.parallel_mode, args.ring_degree = pargs.parallel_mode, pargs.ring_degree
-    if info.device.type == "cuda":  # one GPU per process
-        args.device = str(info.device)
-    try:
-        LAUNCHABLE[argv[0]](args, info)
-    except InputError as exc:
-        print(f"more4d {argv[0]} (rank {info.rank}): error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -156,7 +156,7 @@ def _write_inp(root: Path, s: dict[str, Any], g: torch.Generator, dtype: torch.d
     from diffusers import WanTransformer3DModel
 
     from more4d.models.lora import ConvertedLoRA, add_lora, to_kohya
-    from more4d.weights.wan_keys import diffusers_to_original_key
+    from more4d.models.wan_keys import diffusers_to_original_key
 
     with torch.device("meta"):
         inp = WanTransformer3DModel(**_wan_config(s, 36, s["clip"]["hidden_size"]))

@@ -55,6 +55,10 @@ def test_quaternion_conversion_round_trip():
     for _ in range(50):
         R = _rot(rng.normal(size=3), rng.uniform(-179, 179))
         np.testing.assert_allclose(quaternion_to_rotation(rotation_to_quaternion(R)), R, atol=1e-12)
+    half = np.sqrt(0.5)  # known values fix the convention (xyzw, right-handed), 180 degrees included
+    for axis, angle, xyzw in (((0, 0, 1), 90, (0, 0, half, half)), ((1, 0, 0), 180, (1, 0, 0, 0))):
+        q = np.asarray(rotation_to_quaternion(_rot(axis, angle)).xyzw)
+        np.testing.assert_allclose(q * np.sign(q[np.argmax(np.abs(q))]), xyzw, atol=1e-12)
 
 
 def test_sampling_passes_through_keyframes(path):

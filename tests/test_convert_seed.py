@@ -12,13 +12,13 @@ from safetensors.torch import save_file
 
 from more4d.errors import InputError
 from more4d.models import MotionVAE, OmniMAEViT, STraGTransformer
+from more4d.models.wan_keys import load_original_wan_transformer, original_to_diffusers_key
 from more4d.weights.convert_seed import (
     SEED_ADAPTOR_CONFIG,
     convert_seed_motion_adaptors,
     convert_seed_strag,
     strag_to_seed_state_dict,
 )
-from more4d.weights.wan_keys import load_original_wan_transformer, original_to_diffusers_key
 
 CFG = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=64, out_channels=16,
            text_dim=24, freq_dim=32, ffn_dim=48, num_layers=2, image_dim=20, added_kv_proj_dim=32, rope_max_seq_len=32)
@@ -128,7 +128,7 @@ def test_load_original_wan_transformer(tmp_path):
     torch.manual_seed(0)
     cfg = dict(CFG, in_channels=36)
     wan = randomize(WanTransformer3DModel(**cfg), 3).eval()
-    from more4d.weights.wan_keys import diffusers_to_original_key
+    from more4d.models.wan_keys import diffusers_to_original_key
 
     save_file({diffusers_to_original_key(k): v.contiguous() for k, v in wan.state_dict().items()},
               tmp_path / "diffusion_pytorch_model.safetensors")

@@ -60,7 +60,7 @@ def seed_targets(num_layers: int) -> list[str]:
 
 def kohya_state(num_layers: int = 6, rank: int = 4, alpha: float = 2.0, seed: int = 0) -> dict[str, torch.Tensor]:
     """A synthetic authors'-format LoRA for the tiny ViSM transformer (shapes from its diffusers twin)."""
-    from more4d.weights.wan_keys import original_to_diffusers_key
+    from more4d.models.wan_keys import original_to_diffusers_key
 
     modules = dict(tiny_transformer().named_modules())
     g = torch.Generator().manual_seed(seed)

@@ -1,9 +1,12 @@
 """more4d.parallel on the CPU: 2 and 4 forked processes over gloo, tiny random transformers and the tiny STraG
-pipeline; every parallel output must equal the single-process one (fp32, atol 1e-5)."""
+pipeline; every parallel output must equal the single-process one (fp32, atol 1e-5). The torchrun launcher
+(`more4d.commands.parallel`) end to end on 2 processes."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
 import traceback
 from collections.abc import Callable
 
@@ -11,6 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from more4d.commands import parallel as launcher
 from more4d.errors import InputError
 from more4d.models.strag_transformer import TINY_STRAG_CONFIG, STraGTransformer
 from more4d.models.vism import TINY_VISM_CONFIG, build_vism_transformer
@@ -151,7 +155,7 @@ def test_four_processes_cfg_and_context(tmp_path):
 def _pipeline(rank: int, world: int) -> dict:
     import copy
 
-    from more4d.models.strag import build_tiny_strag_components
+    from more4d.models.builders import build_tiny_strag_components
     from more4d.pipelines.strag import STraGPipeline
 
     comps = build_tiny_strag_components(seed=0)
@@ -184,3 +188,36 @@ def test_strag_pipeline_two_processes(tmp_path):
     for r in run_ranks(_pipeline, 2, tmp_path):
         assert r["context"]["latents"] < ATOL and r["context"]["points"] < ATOL, r
         assert r["cfg"]["latents"] < 1e-4 and r["cfg"]["points"] < 2e-3, r
+
+
+def _launch(argv: list[str]) -> Callable[[int, int], dict]:
+    """`fn(rank, world)` running the launcher with torchrun's environment (the process group already exists)."""
+    def run(rank: int, world: int) -> dict:
+        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+        return dict(rc=launcher.main(argv))
+    return run
+
+
+def test_launcher_generates_on_two_processes(tmp_path, capsys):
+    """`torchrun --nproc-per-node 2 -m more4d.commands.parallel generate ... --parallel-mode cfg`: rank 0 writes the
+    scene of a 2-process CFG-parallel run; an argument error and --render-only stop before any model loads."""
+    from PIL import Image
+
+    from more4d.weights import save_random_tiny
+
+    weights = save_random_tiny(tmp_path / "weights")
+    Image.fromarray(torch.randint(0, 255, (48, 64, 3), dtype=torch.uint8).numpy()).save(tmp_path / "in.png")
+    out = tmp_path / "out"
+    argv = ["generate", str(tmp_path / "in.png"), "--prompt", "a red ball moves left", "--weights", str(weights),
+            "--frames", "5", "--steps", "2", "--resolution", "64x64", "--device", "cpu", "--out", str(out),
+            "--parallel-mode", "cfg"]
+    assert [r["rc"] for r in run_ranks(_launch(argv), 2, tmp_path)] == [0, 0]
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["scene"]["parallel"] == {"processes": 2, "mode": "cfg"}
+    assert sorted(p.name for p in out.iterdir()) == ["preview.mp4", "scene.safetensors", "settings.json"]
+
+    with pytest.raises(SystemExit):
+        launcher.main(["export", "scene.safetensors"])  # not launchable: argparse's usage error
+    render_only = ["render", str(out / "scene.safetensors"), "--render-only", "--preset", "orbit", "--out", str(tmp_path)]
+    assert launcher.main(render_only) == 2
+    assert "--render-only uses no model" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The shipped embedded default (`assets/weights/tiny`): the direction word of the prompt steers the motion.
+"""The shipped embedded default (`assets/weights/tiny`): every file is there and holds weights, not a Git LFS
+pointer; the direction word of the prompt steers the motion. Missing weights fail these tests, never skip them.
 
 Two held-out clips whose caption names one direction ("a cyan box bounces left", "a green cylinder moves right
 while the camera moves forward"), as `more4d eval`'s prompt-swap test runs them: the moving tracks' image motion
@@ -7,20 +8,44 @@ follows the true direction, and the other way once the word is swapped.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from more4d.data import SynthConfig, generate_batch
 from more4d.eval.evaluate import prompt_swap
 from more4d.pipelines.strag import STraGPipeline
-from more4d.weights import get_preset
+from more4d.weights import check_weights, get_preset
 
 SEEDS = (1_000_000_029, 1_000_000_021)
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"  # how every Git LFS pointer file starts
+
+
+def lfs_pointers(root: Path) -> list[str]:
+    """Files under `root` that are Git LFS pointers (a checkout without `git lfs pull`)."""
+    def is_pointer(path: Path) -> bool:
+        with path.open("rb") as f:
+            return f.read(len(LFS_POINTER)) == LFS_POINTER
+
+    return sorted(str(f.relative_to(root)) for f in root.rglob("*") if f.is_file() and is_pointer(f))
+
+
+def test_lfs_pointers_are_found(tmp_path):
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\n"
+                                                        "oid sha256:0\nsize 1\n")
+    (tmp_path / "config.json").write_text("{}")
+    assert lfs_pointers(tmp_path) == ["vae/model.safetensors"]
+
+
+def test_shipped_weights_are_present_and_not_pointers():
+    root = check_weights("tiny")  # raises, listing every missing file
+    assert root == get_preset("tiny").default_dir and list(root.rglob("*.safetensors"))
+    assert lfs_pointers(root) == [], "Git LFS pointers instead of weights: run `git lfs pull`"
 
 
 @pytest.fixture(scope="module")
 def pipe() -> STraGPipeline:
-    if not (get_preset("tiny").default_dir / "strag" / "transformer" / "config.json").is_file():
-        pytest.skip("no shipped tiny weights in this checkout")
     pipe = STraGPipeline.from_preset("tiny", device="cpu")
     pipe.set_progress_bar_config(disable=True)
     return pipe

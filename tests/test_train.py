@@ -6,14 +6,19 @@ and checks: finite logged losses, checkpoint folders holding save_pretrained wei
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
+
+from more4d.errors import InputError
+from more4d.training.config import DataConfig, TrainConfig, add_common_args, config_from_args
+from more4d.training.data import EncodedPool, batches
+from more4d.training.flow import flow_matching_loss
+from more4d.training.run import Run, TrainingError
 
 TRAIN_DIR = Path(__file__).resolve().parents[1] / "train"
 # tiny data for CPU: 5 frames of 32 x 32, batch 2, 2 validation clips, fp32
@@ -23,10 +28,10 @@ SMALL = ["mixed_precision=no", "data.num_frames=5", "data.height=32", "data.widt
 
 
 @pytest.fixture(autouse=True)
-def _train_path(monkeypatch):
+def _fresh_accelerator_state():
+    """accelerate keeps its state in class attributes: each test builds its own `Accelerator`."""
     from accelerate.state import AcceleratorState
 
-    monkeypatch.syspath_prepend(str(TRAIN_DIR))
     AcceleratorState._reset_state(reset_partial_state=True)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -39,16 +44,7 @@ def tiny_weights(tmp_path_factory) -> Path:
     return save_random_tiny(tmp_path_factory.mktemp("tiny_weights"))
 
 
-def script(name: str):
-    sys.path.insert(0, str(TRAIN_DIR))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(TRAIN_DIR))
-
-
-def run_script(name: str, config: str, out: Path, steps: int, extra: list[str]) -> dict:
-    mod = script(name)
+def run_script(mod: ModuleType, config: str, out: Path, steps: int, extra: list[str]) -> dict:
     argv = ["--config", str(TRAIN_DIR / "configs" / config), "--output-dir", str(out / "run"), "--export-dir",
             str(out / "export"), "--max-steps", str(steps), "--set", *SMALL, *extra]
     assert mod.main(argv) == 0
@@ -70,20 +66,20 @@ def check_run(out: Path, exported: list[str]) -> None:
         assert all(t.dtype == torch.float16 for t in load_file(str(files[0])).values() if t.is_floating_point())
 
 
-def train_and_resume(name: str, config: str, out: Path, extra: list[str], exported: list[str]) -> None:
-    first = run_script(name, config, out, 2, extra)
+def train_and_resume(mod: ModuleType, config: str, out: Path, extra: list[str], exported: list[str]) -> None:
+    first = run_script(mod, config, out, 2, extra)
     assert first["complete"] and first["steps"] == 2 and first["nonfinite"] == 0
-    second = run_script(name, config, out, 3, extra)
+    second = run_script(mod, config, out, 3, extra)
     assert second["steps"] == 3 and second["steps_this_run"] == 1  # resumed from checkpoint-2
     check_run(out, exported)
 
 
 # -- scripts ------------------------------------------------------------------------------------------------------
 
-def test_train_depth_resumes(tmp_path):
+def test_train_depth_resumes(tmp_path, train_script):
     extra = ["model.block_channels=[8,16]", "model.norm_groups=4", "model.sample_size=32", "frames_per_clip=2",
              "init_from=null"]
-    train_and_resume("train_depth", "tiny_depth.yaml", tmp_path, extra, ["depth"])
+    train_and_resume(train_script("train_depth"), "tiny_depth.yaml", tmp_path, extra, ["depth"])
 
 
 @pytest.fixture(scope="module")
@@ -102,18 +98,18 @@ def small_vae_weights(tmp_path_factory) -> Path:
     return root
 
 
-def test_train_vae_rgb_resumes_then_motion(tmp_path, small_vae_weights):
+def test_train_vae_rgb_resumes_then_motion(tmp_path, small_vae_weights, train_script):
     extra = [f"init_from={small_vae_weights}", "num_stat_clips=2", "data.pool_size=4"]
-    train_and_resume("train_vae", "tiny_vae_rgb.yaml", tmp_path / "a", extra, ["vae"])
+    train_and_resume(train_script("train_vae"), "tiny_vae_rgb.yaml", tmp_path / "a", extra, ["vae"])
     motion = [*extra, "axis_balanced=true", "mse_weight=64", "dense_clips=1"]
-    summary = run_script("train_vae", "tiny_motion_vae.yaml", tmp_path / "b", 2, motion)
+    summary = run_script(train_script("train_vae"), "tiny_motion_vae.yaml", tmp_path / "b", 2, motion)
     assert summary["complete"] and math.isfinite(summary["final_metrics"]["val/epe_m"])
     config = json.loads((tmp_path / "b" / "export" / "motion_vae" / "config.json").read_text())
     assert config["latents_std"] != [1.0] * 16  # normalisation set from the data at export
 
 
-def test_axis_weights_equalise_the_axes():
-    axis_weights = script("train_vae").axis_weights
+def test_axis_weights_equalise_the_axes(train_script):
+    axis_weights = train_script("train_vae").axis_weights
     m = torch.zeros(2, 3, 5, 4, 4)
     m[:, 0, 1:, :2], m[:, 1, 1:, :2], m[:, 2, 1:, :2] = 0.1, -0.05, 0.4  # y moves half as far as x, depth 4x
     weight = torch.zeros(2, 5, 4, 4)
@@ -121,37 +117,37 @@ def test_axis_weights_equalise_the_axes():
     w = axis_weights(m, weight).flatten()
     assert torch.allclose(w * torch.tensor([0.1, 0.05, 0.4]), torch.full((3,), 0.55 / 3))  # equal weighted shares
     m[:, 1] = 0.0  # an axis that does not move in the batch gets the capped weight, not inf
-    assert axis_weights(m, weight).flatten()[1] == script("train_vae").AXIS_WEIGHT_MAX
+    assert axis_weights(m, weight).flatten()[1] == train_script("train_vae").AXIS_WEIGHT_MAX
 
 
-def test_train_strag(tmp_path, tiny_weights):
+def test_train_strag(tmp_path, tiny_weights, train_script):
     extra = [f"init_from={tiny_weights}", "val_inference_steps=2", "data.source=synth_pool", "data.pool_size=3",
              "cache_latents=true", "train_text_encoder=true", "pooled_text=true"]  # a pool of 3 encoded clips
-    train_and_resume("train_strag", "tiny_strag.yaml", tmp_path, extra,
+    train_and_resume(train_script("train_strag"), "tiny_strag.yaml", tmp_path, extra,
                      ["strag/transformer", "strag/motion_encoder", "text_encoder"])
     config = json.loads((tmp_path / "export" / "strag" / "transformer" / "config.json").read_text())
     assert config["pooled_text"]  # the path added to the shipped-layout transformer is exported with it
 
 
-def test_train_vism(tmp_path, tiny_weights):
-    train_and_resume("train_vism", "tiny_vism.yaml", tmp_path, [f"init_from={tiny_weights}", "val_inference_steps=2",
-                                                                "data.num_novel_views=1"],
+def test_train_vism(tmp_path, tiny_weights, train_script):
+    extra = [f"init_from={tiny_weights}", "val_inference_steps=2", "data.num_novel_views=1"]
+    train_and_resume(train_script("train_vism"), "tiny_vism.yaml", tmp_path, extra,
                      ["vism/transformer", "vism/image_encoder"])
 
 
-def test_train_text_encoder(tmp_path, tiny_weights):
+def test_train_text_encoder(tmp_path, tiny_weights, train_script):
     extra = [f"init_from={tiny_weights}", "data.pool_size=8", "num_validation_clips=16", "context=2"]
-    train_and_resume("train_text_encoder", "tiny_text_encoder.yaml", tmp_path, extra, ["text_encoder"])
+    script = train_script("train_text_encoder")
+    train_and_resume(script, "tiny_text_encoder.yaml", tmp_path, extra, ["text_encoder"])
     assert not (tmp_path / "export" / "heads").exists()  # the context heads are training-only
-    from more4d.errors import InputError
 
     for bad, match in (("data.source=synth_on_the_fly", "data.source"), ("data.train_seed_start=999998996", "validation")):
         with pytest.raises(InputError, match=match):  # captions come from synth seeds below the validation range
-            run_script("train_text_encoder", "tiny_text_encoder.yaml", tmp_path / "bad", 1, [*extra, bad])
+            run_script(script, "tiny_text_encoder.yaml", tmp_path / "bad", 1, [*extra, bad])
 
 
-def test_text_encoder_context_targets_and_motion_swap():
-    mod = script("train_text_encoder")
+def test_text_encoder_context_targets_and_motion_swap(train_script):
+    mod = train_script("train_text_encoder")
     ids, mask = torch.tensor([[5, 6, 7, 0]]), torch.tensor([[1, 1, 1, 0]])
     targets = mod.context_targets(ids, mask, [-1, 0, 2])
     I = mod.IGNORE  # noqa: E741
@@ -165,8 +161,6 @@ def test_text_encoder_context_targets_and_motion_swap():
 # -- machinery ----------------------------------------------------------------------------------------------------
 
 def _toy_run(tmp_path: Path, **overrides):
-    from _lib.config import TrainConfig
-    from _lib.run import Run
 
     options = dict(max_steps=4, mixed_precision="no", log_steps=1, checkpointing_steps=1, lr_warmup_steps=0)
     cfg = TrainConfig(output_dir=str(tmp_path), **{**options, **overrides})
@@ -185,7 +179,6 @@ def _batches():
 
 
 def test_run_nonfinite_is_counted_and_stops(tmp_path):
-    from _lib.run import TrainingError
 
     run, model, opt, sched = _toy_run(tmp_path, max_nonfinite_steps=2)
     before = [p.detach().clone() for p in model.parameters()]
@@ -201,7 +194,6 @@ def test_run_nonfinite_is_counted_and_stops(tmp_path):
 
 
 def test_run_graphed_is_off_by_default_and_needs_cuda(tmp_path):
-    from more4d.errors import InputError
 
     run, model, *_ = _toy_run(tmp_path)
     assert run.graphed(model, torch.zeros(4, 3)) is model
@@ -212,11 +204,8 @@ def test_run_graphed_is_off_by_default_and_needs_cuda(tmp_path):
 
 
 def test_synth_pool_batches_are_seeded_resumable_and_checked():
-    from _lib.config import DataConfig, TrainConfig
-    from _lib.data import EncodedPool, batches
 
     from more4d.data.synth import SynthConfig, generate_batch
-    from more4d.errors import InputError
 
     cfg = TrainConfig(data=DataConfig(source="synth_pool", pool_size=6, num_frames=5, height=16, width=16,
                                       batch_size=2))
@@ -250,7 +239,6 @@ def test_synth_pool_batches_are_seeded_resumable_and_checked():
 
 
 def test_flow_matching_loss_weight():
-    from _lib.flow import flow_matching_loss
 
     latents, cond = torch.randn(2, 4, 1, 2, 2), torch.zeros(2, 1, 1, 2, 2)
 
@@ -279,7 +267,6 @@ def test_run_keeps_the_best_checkpoint_and_takes_a_new_learning_rate_on_resume(t
     from accelerate.state import AcceleratorState
     from safetensors.torch import load_file
 
-    from more4d.errors import InputError
 
     def train(run, model, opt, sched, scores: dict[int, float]) -> None:
         run.fit(lambda x: (model(x).pow(2).mean(), {}), _batches(), opt, sched, list(model.parameters()),
@@ -327,17 +314,15 @@ def test_run_time_budget_stops_cleanly(tmp_path):
     assert not run.finish(stop)["complete"] and run.checkpoints()
 
 
-def test_config_validation(tmp_path):
+def test_config_validation(tmp_path, train_script):
     import argparse
 
-    from _lib.config import add_common_args, config_from_args
 
-    from more4d.errors import InputError
 
-    train_depth = script("train_depth")
+    train_depth = train_script("train_depth")
     parser = argparse.ArgumentParser()
     add_common_args(parser)
-    train_strag = script("train_strag")
+    train_strag = train_script("train_strag")
 
     def load_config(cls, config: str, *sets: str):
         argv = ["--config", str(TRAIN_DIR / "configs" / config), "--set", *sets]
@@ -375,6 +360,6 @@ def test_config_validation(tmp_path):
         load_strag("moving_weight=0")
     for bad in (["l1_weight=0"], ["mse_weight=-1"]):  # the motion VAE's loss needs a positive, non-empty mix
         with pytest.raises(InputError, match="l1_weight/mse_weight"):
-            load_config(script("train_vae").VAEConfig, "tiny_motion_vae.yaml", *bad)
+            load_config(train_script("train_vae").VAEConfig, "tiny_motion_vae.yaml", *bad)
     with pytest.raises(InputError, match="does not exist"):
         config_from_args(train_depth.DepthConfig, parser.parse_args(["--config", str(tmp_path / "none.yaml")]))

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from _lib.config import TrainConfig, add_common_args, check, config_from_args
-from _lib.data import batches, validation_batch
-from _lib.records import save_image_grid
-from _lib.run import Run, entry, load_init, trainable
 
 from more4d.depth import TinyDepthEstimator, TinyDepthNet
 from more4d.eval.metrics import depth_abs_rel, depth_delta1
+from more4d.training.config import TrainConfig, add_common_args, check, config_from_args
+from more4d.training.data import batches, validation_batch
+from more4d.training.records import save_image_grid
+from more4d.training.run import Run, entry, load_init, trainable
 
 DEPTH_EPS = 1e-3
 

@@ -26,16 +26,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _lib.config import TrainConfig, add_common_args, check, config_from_args
-from _lib.data import EncodedPool, batches, motion_targets, validation_batch
-from _lib.flow import flow_matching_loss
-from _lib.records import save_image_grid
-from _lib.run import Run, entry, load_init, trainable
 
 from more4d.eval.evaluate import prompt_swap
 from more4d.eval.metrics import displacement_epe
@@ -43,6 +38,11 @@ from more4d.geometry import moving_tracks
 from more4d.models.strag_transformer import STraGTransformer
 from more4d.models.text_encoder import encode_prompt
 from more4d.pipelines.strag import STraGPipeline, encode_conditions
+from more4d.training.config import TrainConfig, add_common_args, check, config_from_args
+from more4d.training.data import EncodedPool, batches, motion_targets, validation_batch
+from more4d.training.flow import flow_matching_loss
+from more4d.training.records import save_image_grid
+from more4d.training.run import Run, entry, load_init, trainable
 
 
 @dataclass
@@ -69,6 +69,40 @@ class STraGConfig(TrainConfig):
               "cache_latents (latents are kept per pool clip)", self.data.source)
         check(not self.train_text_encoder or self.preset == "tiny", "preset", "'tiny' with train_text_encoder "
               "(umT5 stays frozen)", self.preset)
+
+
+@torch.no_grad()
+def encode_clips(batch, vae: torch.nn.Module, motion_vae: torch.nn.Module, moving_weight: float,
+                 dtype: torch.dtype) -> EncodedPool:
+    """Frame 0 (uint8), motion latents (the targets), condition latents and loss weights of a batch, as kept by
+    `cache_latents` and fed to `strag_loss`; the VAEs are frozen."""
+    m, _, _, _ = motion_targets(batch)
+    images = batch.frames[:, 0]
+    latents = motion_vae.encode_motion(m.to(dtype)).float()
+    cond = encode_conditions(vae, images.float() / 255.0, batch.depth[:, 0].float(), batch.frames.shape[1])
+    cell = m.shape[-1] // latents.shape[-1]  # latent cells over a moving track weigh moving_weight
+    moving = F.max_pool2d(moving_tracks(m)[:, None].float(), cell)[:, :, None]  # (B, 1, 1, h, w)
+    weight = 1.0 + (moving_weight - 1.0) * moving
+    return EncodedPool({"images": images, "latents": latents, "cond": cond.to(dtype), "weight": weight.to(dtype)},
+                       batch.captions)
+
+
+def strag_loss(ex: EncodedPool, transformer: STraGTransformer, motion_encoder: torch.nn.Module,
+               tokenizer: Any, text_encoder: torch.nn.Module, cfg: STraGConfig, gen: torch.Generator) -> torch.Tensor:
+    """The flow-matching loss of encoded clips `ex`, with caption and condition dropout drawn from `gen`."""
+    B, device = len(ex), ex.tensors["latents"].device
+    images, latents, cond = ex.tensors["images"].float() / 255.0, ex.tensors["latents"], ex.tensors["cond"]
+    drop_text = torch.rand(B, generator=gen) < cfg.text_dropout
+    prompts = ["" if d else c for d, c in zip(drop_text.tolist(), ex.captions)]
+    embeds = encode_prompt(tokenizer, text_encoder, prompts, device=device)  # grads only if it trains
+    features = motion_encoder(images.permute(0, 3, 1, 2))
+    keep = (torch.rand(B, generator=gen) >= cfg.cond_dropout).to(device)
+    cond = cond * keep.view(B, 1, 1, 1, 1).to(cond.dtype)
+    features = features * keep.view(B, *[1] * (features.ndim - 1)).to(features.dtype)
+    return flow_matching_loss(
+        lambda x, t: transformer(hidden_states=x, timestep=t, encoder_hidden_states=embeds,
+                                 motion_features=features, return_dict=False)[0],
+        latents, cond, cfg.timestep_sampling, cfg.shift, gen, ex.tensors["weight"])
 
 
 def displacement(points: torch.Tensor, image_size: tuple[int, int]) -> np.ndarray:
@@ -115,34 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     val = validation_batch(cfg, run.device)
 
     # 2. one step of flow matching on encoded clips
-    @torch.no_grad()
     def encode(batch) -> EncodedPool:
-        """Frame 0 (uint8), motion latents (the targets), condition latents and loss weights of a batch."""
-        m, _, _, _ = motion_targets(batch)
-        images = batch.frames[:, 0]
-        latents = motion_vae.encode_motion(m.to(weight_dtype)).float()
-        cond = encode_conditions(vae, images.float() / 255.0, batch.depth[:, 0].float(), batch.frames.shape[1])
-        cell = m.shape[-1] // latents.shape[-1]  # latent cells over a moving track weigh moving_weight
-        moving = F.max_pool2d(moving_tracks(m)[:, None].float(), cell)[:, :, None]  # (B, 1, 1, h, w)
-        weight = 1.0 + (cfg.moving_weight - 1.0) * moving
-        return EncodedPool({"images": images, "latents": latents, "cond": cond.to(weight_dtype),
-                            "weight": weight.to(weight_dtype)}, batch.captions)
+        return encode_clips(batch, vae, motion_vae, cfg.moving_weight, weight_dtype)
 
     def train_step(ex: EncodedPool) -> tuple[torch.Tensor, dict[str, float]]:
-        B = len(ex)
-        images, latents, cond = ex.tensors["images"].float() / 255.0, ex.tensors["latents"], ex.tensors["cond"]
-        drop_text = torch.rand(B, generator=gen) < cfg.text_dropout
-        prompts = ["" if d else c for d, c in zip(drop_text.tolist(), ex.captions)]
-        embeds = encode_prompt(tokenizer, text_encoder, prompts, device=run.device)  # grads only if it trains
-        features = motion_encoder(images.permute(0, 3, 1, 2))
-        keep = (torch.rand(B, generator=gen) >= cfg.cond_dropout).to(run.device)
-        cond = cond * keep.view(B, 1, 1, 1, 1).to(cond.dtype)
-        features = features * keep.view(B, *[1] * (features.ndim - 1)).to(features.dtype)
-        loss = flow_matching_loss(
-            lambda x, t: transformer(hidden_states=x, timestep=t, encoder_hidden_states=embeds,
-                                     motion_features=features, return_dict=False)[0],
-            latents, cond, cfg.timestep_sampling, cfg.shift, gen, ex.tensors["weight"])
-        return loss, {}
+        return strag_loss(ex, transformer, motion_encoder, tokenizer, text_encoder, cfg, gen), {}
 
     # 3. validation: the real pipeline on held-out clips with their true depth; the prompt-swap test where the
     # caption names one direction (as `more4d eval` runs it)

@@ -26,12 +26,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from _lib.config import VALIDATION_SEED_START, TrainConfig, add_common_args, check, config_from_args
-from _lib.data import StepBatchSampler, synth_config
-from _lib.records import save_image_grid
-from _lib.run import Run, entry, load_init, trainable
 
 from more4d.data import sample_captions
+from more4d.training.config import (
+    VALIDATION_SEED_START,
+    TrainConfig,
+    add_common_args,
+    check,
+    config_from_args,
+)
+from more4d.training.data import StepBatchSampler, synth_config
+from more4d.training.records import save_image_grid
+from more4d.training.run import Run, entry, load_init, trainable
 
 IGNORE = -100  # cross-entropy target of positions without a real token
 
@@ -73,6 +79,16 @@ def context_targets(ids: torch.Tensor, mask: torch.Tensor, offsets: list[int]) -
     return out.masked_fill(~mask.bool()[..., None], IGNORE)
 
 
+def context_loss(encoder: nn.Module, heads: ContextHeads, ids: torch.Tensor, mask: torch.Tensor,
+                 offsets: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the context heads on token ids / attention mask `(B, L)`, their logits
+    `(B, L, len(offsets), vocab)` and targets `(B, L, len(offsets))`."""
+    logits = heads(encoder(ids, mask)).float()
+    targets = context_targets(ids, mask, offsets)
+    loss = F.cross_entropy(logits.flatten(0, 2), targets.flatten(), ignore_index=IGNORE)
+    return loss, logits, targets
+
+
 def swap_first_motions(caption: str) -> str | None:
     """The caption with its first two objects' motion phrases swapped; None if they are the same or missing."""
     objects, sep, camera = caption.partition(" while ")
@@ -105,13 +121,6 @@ def main(argv: list[str] | None = None) -> int:
                         return_tensors="pt")
         return tok.input_ids.to(run.device), tok.attention_mask.to(run.device)
 
-    def loss_of(model: nn.Module, head: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Cross-entropy of the context heads, their logits and targets."""
-        logits = head(model(ids, mask)).float()
-        targets = context_targets(ids, mask, offsets)
-        loss = F.cross_entropy(logits.flatten(0, 2), targets.flatten(), ignore_index=IGNORE)
-        return loss, logits, targets
-
     synth = synth_config(cfg.data)
     pool = sample_captions(range(cfg.data.train_seed_start, cfg.data.train_seed_start + cfg.data.pool_size), synth)
     sampler = StepBatchSampler(len(pool), cfg.data.batch_size, run.step * cfg.gradient_accumulation_steps,
@@ -122,11 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [(c, s) for c in val_captions if (s := swap_first_motions(c)) is not None]
 
     def train_step(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        return loss_of(encoder, heads, *batch)[0], {}
+        return context_loss(encoder, heads, *batch, offsets)[0], {}
 
     def log_validation(step: int) -> dict[str, float]:  # Run.validate: eval mode, no grad, EMA weights
         model = run.models["text_encoder"]
-        loss, logits, targets = loss_of(model, run.models["heads"], *tokenize(val_captions))
+        loss, logits, targets = context_loss(model, run.models["heads"], *tokenize(val_captions), offsets)
         real = targets != IGNORE
         acc = (logits.argmax(-1) == targets)[real].float().mean()
         metrics = {"val/loss": float(loss), "val/context_acc": float(acc)}

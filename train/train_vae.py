@@ -30,15 +30,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from _lib.config import TrainConfig, add_common_args, check, config_from_args
-from _lib.data import batches, motion_targets, synth_config, validation_batch
-from _lib.records import save_image_grid
-from _lib.run import Run, ema_weights, entry, load_init, trainable
 
 from more4d.data.synth import generate_batch
 from more4d.eval.metrics import motion_axis_l1, psnr, relative_error, track_epe
 from more4d.geometry import denormalize_motion, moving_tracks, video_to_motion
-from more4d.models.strag import build_tiny_motion_vae
+from more4d.models.builders import build_tiny_motion_vae
+from more4d.training.config import TrainConfig, add_common_args, check, config_from_args
+from more4d.training.data import batches, motion_targets, synth_config, validation_batch
+from more4d.training.records import save_image_grid
+from more4d.training.run import Run, ema_weights, entry, load_init, trainable
 
 
 @dataclass

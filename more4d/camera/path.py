@@ -15,6 +15,7 @@ import numpy as np
 import splines
 import splines.quaternion as squat
 import torch
+import viser.transforms as vtf
 
 from more4d.errors import InputError
 from more4d.geometry import intrinsics_from_fov
@@ -24,34 +25,15 @@ _DENSE_PER_SEGMENT = 64  # samples per keyframe segment for the arc-length table
 
 
 def rotation_to_quaternion(R: np.ndarray) -> squat.UnitQuaternion:
-    """Rotation matrix `(3, 3)` -> unit quaternion (Shepperd's method, numerically stable)."""
-    R = np.asarray(R, dtype=np.float64)
-    tr = np.trace(R)
-    if tr > 0:
-        s = 2.0 * math.sqrt(1.0 + tr)
-        w, x, y, z = 0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s
-    elif R[0, 0] > R[1, 1] and R[0, 0] > R[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2])
-        w, x, y, z = (R[2, 1] - R[1, 2]) / s, 0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s
-    elif R[1, 1] > R[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2])
-        w, x, y, z = (R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s
-    else:
-        s = 2.0 * math.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1])
-        w, x, y, z = (R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s
-    q = np.array([x, y, z, w]) / np.linalg.norm([x, y, z, w])
-    return squat.UnitQuaternion.from_unit_xyzw(q)
+    """Rotation matrix `(3, 3)` -> the splines library's unit quaternion, converted by viser's SO3 (the viewer's)."""
+    w, x, y, z = vtf.SO3.from_matrix(np.asarray(R, dtype=np.float64)).wxyz
+    return squat.UnitQuaternion.from_unit_xyzw((x, y, z, w))
 
 
 def quaternion_to_rotation(q: squat.UnitQuaternion) -> np.ndarray:
-    """Unit quaternion -> rotation matrix `(3, 3)` float64."""
-    xyzw = np.asarray(q.xyzw, dtype=np.float64)
-    x, y, z, w = xyzw / np.linalg.norm(xyzw)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    """The splines library's unit quaternion -> rotation matrix `(3, 3)` float64, by viser's SO3."""
+    x, y, z, w = q.xyzw
+    return vtf.SO3(np.array([w, x, y, z], dtype=np.float64)).as_matrix()
 
 
 def check_c2w(c2w: np.ndarray | Sequence, name: str = "c2w") -> np.ndarray:

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 
 from more4d.errors import InputError
 from more4d.io import atomic_write
+from more4d.models.wan_keys import diffusers_to_original_key
 
 DEFAULT_RANK = 128
 DEFAULT_ALPHA = 64
@@ -171,9 +172,7 @@ def kohya_name(orig_module: str) -> str:
 
 def kohya_table(transformer: torch.nn.Module) -> dict[str, str]:
     """kohya name -> diffusers module name for every Linear of `transformer` (the seed's 488 targets at 14B),
-    through the base Wan key table (`more4d.weights.wan_keys`)."""
-    from more4d.weights.wan_keys import diffusers_to_original_key
-
+    through the base Wan key table (`more4d.models.wan_keys`)."""
     table = {}
     for name, module in transformer.named_modules():
         if type(module) is not torch.nn.Linear or ".lora_" in name:

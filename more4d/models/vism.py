@@ -19,6 +19,7 @@ from diffusers import WanTransformer3DModel
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from more4d.errors import InputError
+from more4d.models.wan_keys import load_original_wan_transformer
 
 LATENT_CHANNELS = 16
 MASK_CHANNELS = 4  # 4 video frames per latent frame (the first frame repeated 4 times)
@@ -157,8 +158,6 @@ def load_vism_transformer(folder: str | os.PathLike, *, dtype: torch.dtype = tor
         model = WanTransformer3DModel.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
         check_vism_config(dict(model.config))
         return model.to(device)
-    from more4d.weights.wan_keys import load_original_wan_transformer
-
     model = load_original_wan_transformer(folder, dtype=dtype, device=device)
     check_vism_config(dict(model.config))
     return model

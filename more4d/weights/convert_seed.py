@@ -1,6 +1,6 @@
 """Load the authors' released MoRe4D STraG checkpoint (Wan-original names, docs/method.md, "4D-STraG transformer") into more4d.
 
-The saved transformer holds the base Wan keys (`more4d.weights.wan_keys`), the MPM (`feature_adapter.0/.2`,
+The saved transformer holds the base Wan keys (`more4d.models.wan_keys`), the MPM (`feature_adapter.0/.2`,
 per block `spatial_guidance_self` / `spatial_guidance_ffn`), `ref_conv`, and the frozen OmniMAE
 (`omnimae_extractor.trunk.*`). Every key is accounted for in a `ConversionReport`: mapped, ignored (known and
 unused: OmniMAE's MAE decoder and mask token), unexpected, or (target side) missing. Quirk: the released
@@ -23,7 +23,7 @@ from more4d.errors import InputError
 from more4d.models.motion_features import KeyReport, OmniMAEViT, load_omnimae_state_dict, omnimae_key
 from more4d.models.motion_vae import MotionVAE
 from more4d.models.strag_transformer import STraGTransformer
-from more4d.weights.wan_keys import (
+from more4d.models.wan_keys import (
     diffusers_config_from_original,
     diffusers_to_original_key,
     finish_meta_model,

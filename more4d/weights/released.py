@@ -29,9 +29,9 @@ from more4d.errors import InputError
 from more4d.models.motion_features import KeyReport, OmniMAEViT, load_omnimae_state_dict
 from more4d.models.motion_vae import MotionVAE
 from more4d.models.strag_transformer import STraGTransformer
+from more4d.models.wan_keys import read_state_dict
 from more4d.weights.convert_seed import OMNIMAE_IN_STRAG, convert_seed_motion_adaptors, convert_seed_strag
 from more4d.weights.layout import DECODER_PROMPT, ENCODER_PROMPT, FINETUNED_VAE, ReleasedLayout
-from more4d.weights.wan_keys import read_state_dict
 
 # The trajectory latent statistics of the authors' motion VAE (class constants of their `AutoencoderKLWan`,
 # MoGe4D commit 7e3b286): released inference decodes 4D-STraG's latents with them.

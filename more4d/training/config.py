@@ -21,7 +21,7 @@ import yaml
 from more4d.errors import InputError
 from more4d.eval.evaluate import HELD_OUT_SEED_START
 
-DataSource = Literal["synth_on_the_fly", "synth_pool", "synth_dir", "more4d_dir", "seed_dir"]
+DataSource = Literal["synth_on_the_fly", "synth_pool", "synth_dir", "more4d_dir", "seed_dir", "trajscene60k"]
 
 # Held-out evaluation seeds start here (more4d.eval); validation seeds sit just below; training seeds are
 # `data.train_seed_start + sample index`, far below both.
@@ -45,6 +45,7 @@ class DataConfig:
     pool_chunk_size: int | None = None  # synth_pool: clips rendered (and reduced) at once; None = batch_size
     num_novel_views: int = 1           # synth novel cameras per clip (ViSM)
     caption_suffix: str = ""           # appended to every caption (e.g. a trigger word)
+    strict: bool = False               # trajscene60k: stop at an unreadable sample instead of skipping it
 
 
 @dataclass

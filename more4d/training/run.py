@@ -37,10 +37,10 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from _lib.config import TrainConfig, config_to_dict, dump_config
-from _lib.records import MetricsWriter, plot_curves
 from more4d.errors import InputError
 from more4d.io import atomic_write
+from more4d.training.config import TrainConfig, config_to_dict, dump_config
+from more4d.training.records import MetricsWriter, plot_curves
 
 CHECKPOINT_PREFIX = "checkpoint-"
 BEST_CHECKPOINT = "best"           # checkpoints/best: the best validation so far (best_metric), never pruned

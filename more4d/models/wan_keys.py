@@ -1,8 +1,10 @@
 """Original Wan2.1 (Wan-Video / VideoX-Fun) parameter names <-> diffusers `WanTransformer3DModel` names.
 
-The one table of the base Wan transformer (docs/method.md, "4D-STraG transformer"); the STraG converter (`convert_seed`) and the
-ViSM LoRA converter (`more4d.models.lora`) build on it. Original `norm3` (the affine cross-attention norm) is
-diffusers' `norm2`; original `norm1`/`norm2` are parameter-free.
+The one table of the base Wan transformer (docs/method.md, "4D-STraG transformer"), with the loader of
+original-layout folders. It names the architecture, so it lives with the models: the ViSM loader and LoRA converter
+(`more4d.models`) and the checkpoint converters (`more4d.weights.convert_seed`, `released`) build on it.
+Original `norm3` (the affine cross-attention norm) is diffusers' `norm2`; original `norm1`/`norm2` are
+parameter-free.
 """
 
 from __future__ import annotations

@@ -9,7 +9,10 @@ Sources (`data.source`):
   A `reduce` function (e.g. a frozen encoder: `EncodedPool`) can shrink each rendered chunk to what a step needs,
   so a pool of many more clips fits;
 - `synth_dir` / `more4d_dir`: a folder of clips in the more4d layout (`more4d synth --out DIR`, `more4d build-data`);
-- `seed_dir`: the authors' TrajScene layout (track pickles beside mp4s, read with the restricted unpickler).
+- `seed_dir`: the authors' TrajScene layout (track pickles beside mp4s, read with the restricted unpickler);
+- `trajscene60k`: the authors' released TrajScene-60K, streamed from its archives (or extracted folders) and fitted
+  to `data.num_frames` x `data.height` x `data.width` (more4d.data.trajscene60k); unreadable samples are replaced
+  by the next readable one and counted at the end, or stop the run with `data.strict`.
 Folder sources use a DataLoader whose sampler draws a seeded permutation per epoch, also resumable by step.
 Every source yields the same stacked `SynthBatch` (clips without novel views or depth get empty/NaN fields).
 """
@@ -26,10 +29,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from _lib.config import VALIDATION_SEED_START, DataConfig, TrainConfig
 from more4d.data.synth import SynthBatch, SynthConfig, generate_batch
 from more4d.errors import InputError
 from more4d.geometry import motion_alphas, motion_to_video, normalize_motion
+from more4d.training.config import VALIDATION_SEED_START, DataConfig, TrainConfig
 
 
 def synth_config(data: DataConfig, novel_views: int = 0) -> SynthConfig:
@@ -80,11 +83,26 @@ def batches(cfg: TrainConfig, accelerator: Any, start_step: int, *, novel_views:
         pool = synth_pool(data, accelerator.device, novel_views, reduce)
         sampler = StepBatchSampler(len(pool), data.batch_size, micro, rank, world, cfg.seed)
         return (pool.select(index) for index in sampler)
-    dataset = ClipFolder(data.path, data.source, data.caption_suffix)
+    dataset = (TrajScene60KClips(data, progress=accelerator.is_main_process) if data.source == "trajscene60k"
+               else ClipFolder(data.path, data.source, data.caption_suffix))
     sampler = StepBatchSampler(len(dataset), data.batch_size, micro, rank, world, cfg.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=stack_clips, num_workers=data.num_workers,
                         pin_memory=accelerator.device.type == "cuda", persistent_workers=data.num_workers > 0)
-    return (_to_device(b, accelerator.device) for b in loader)
+    return _loader_batches(loader, accelerator.device)
+
+
+def _loader_batches(loader: DataLoader, device: torch.device) -> Iterator[SynthBatch]:
+    """The loader's batches on `device`; the samples skipped on the way (`meta["skipped"]`) are counted and
+    printed when the stream ends."""
+    skipped: list[str] = []
+    try:
+        for batch in loader:
+            skipped += [s for meta in batch.metas for s in meta.pop("skipped", [])]
+            yield _to_device(batch, device)
+    finally:
+        if skipped:  # each was warned about when read; the end says how many
+            more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+            print(f"data: {len(skipped)} unreadable samples skipped: {'; '.join(skipped[:10])}{more}", flush=True)
 
 
 def _synth_stream(data: DataConfig, micro: int, rank: int, world: int, device: torch.device,
@@ -193,6 +211,25 @@ class ClipFolder(Dataset):
             from more4d.data import read_clip
 
             clip = read_clip(self.items[i])
+        clip.caption = clip.caption + self.caption_suffix
+        return clip
+
+
+class TrajScene60KClips(Dataset):
+    """TrajScene-60K under `data.path` as `TrajClip`s of `data.num_frames` x `data.height` x `data.width`."""
+
+    def __init__(self, data: DataConfig, progress: bool = True) -> None:
+        from more4d.data.trajscene60k import TrajScene60K
+
+        self.clips = TrajScene60K(data.path, num_frames=data.num_frames, size=(data.height, data.width),
+                                  strict=data.strict, progress=progress)
+        self.caption_suffix = data.caption_suffix
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> Any:
+        clip = self.clips[i]
         clip.caption = clip.caption + self.caption_suffix
         return clip
 

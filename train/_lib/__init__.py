@@ -1,1 +1,0 @@
-"""Shared machinery of the training scripts in train/ (config, accelerate run loop, data stream, records)."""
