@@ -18,7 +18,7 @@ from more4d.weights.wan_encoders import (
     convert_wan_umt5_state_dict,
     load_wan_clip_vision,
     load_wan_umt5,
-    read_wan_pth,
+    read_torch_state_dict,
     umt5_to_wan_state_dict,
 )
 
@@ -145,7 +145,7 @@ def wan_vit_reference(sd: dict[str, torch.Tensor], pixels: torch.Tensor, heads: 
 
 # ---------------------------------------------------------------------------------------------------- umT5
 def test_umt5_keys_all_accounted(umt5_file: Path) -> None:
-    state = read_wan_pth(umt5_file)
+    state = read_torch_state_dict(umt5_file)
     target = UMT5EncoderModel(UMT5Config(**UMT5_CFG)).state_dict()
     converted, report = convert_wan_umt5_state_dict(state, target)
     assert report.ok and set(report.mapped) == set(state) and not report.ignored
@@ -170,7 +170,7 @@ def test_umt5_matches_wan_reference(umt5_file: Path) -> None:
     ids, mask = token_batch()
     with torch.no_grad():
         out = load_wan_umt5(umt5_file)(ids, attention_mask=mask).last_hidden_state
-    torch.testing.assert_close(out, wan_t5_reference(read_wan_pth(umt5_file), ids, mask), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, wan_t5_reference(read_torch_state_dict(umt5_file), ids, mask), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -183,7 +183,7 @@ def test_umt5_dtype_as_from_pretrained(umt5_file: Path, dtype: torch.dtype) -> N
 
 # ---------------------------------------------------------------------------------------------------- CLIP
 def test_clip_keys_all_accounted(clip_file: Path) -> None:
-    state = read_wan_pth(clip_file)
+    state = read_torch_state_dict(clip_file)
     target = CLIPVisionModel(CLIPVisionConfig(**CLIP_CFG)).state_dict()
     converted, report = convert_wan_clip_vision_state_dict(state, target)
     assert report.ok and set(report.mapped) | set(report.ignored) == set(state)
@@ -208,7 +208,7 @@ def test_clip_matches_wan_reference(clip_file: Path) -> None:
     heads = CLIP_CFG["num_attention_heads"]
     with torch.no_grad():
         out = load_wan_clip_vision(clip_file, num_heads=heads)(pixel_values=pixel_batch(), output_hidden_states=True)
-    ref = wan_vit_reference(read_wan_pth(clip_file), pixel_batch(), heads)
+    ref = wan_vit_reference(read_torch_state_dict(clip_file), pixel_batch(), heads)
     assert len(out.hidden_states) == len(ref)
     for got, want in zip(out.hidden_states, ref, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
@@ -239,7 +239,7 @@ BROKEN = [  # (which encoder, key to add (with a shape) or drop, expected name i
 def test_unknown_missing_or_misshapen_key_raises(request: pytest.FixtureRequest, which: str, edit: str,
                                                  named: str) -> None:
     path: Path = request.getfixturevalue(f"{which}_file")
-    state = read_wan_pth(path)
+    state = read_torch_state_dict(path)
     op, key = edit[0], edit[1:]
     if op == "+":
         state[key] = torch.zeros(4)
@@ -271,4 +271,4 @@ def test_unreadable_files_refused(tmp_path: Path, content: object, message: str)
     elif content is not None:
         torch.save(content, path)
     with pytest.raises(InputError, match=message):
-        read_wan_pth(path)
+        read_torch_state_dict(path)

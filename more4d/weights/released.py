@@ -32,6 +32,7 @@ from more4d.models.strag_transformer import STraGTransformer
 from more4d.models.wan_keys import read_state_dict
 from more4d.weights.convert_seed import OMNIMAE_IN_STRAG, convert_seed_motion_adaptors, convert_seed_strag
 from more4d.weights.layout import DECODER_PROMPT, ENCODER_PROMPT, FINETUNED_VAE, ReleasedLayout
+from more4d.weights.wan_encoders import read_torch_state_dict
 
 # The trajectory latent statistics of the authors' motion VAE (class constants of their `AutoencoderKLWan`,
 # MoGe4D commit 7e3b286): released inference decodes 4D-STraG's latents with them.
@@ -48,23 +49,6 @@ TRAJECTORY_STD = (
     0.28630000352859497,
 )
 ADAPTOR_GROUPS = 32  # the authors' adaptors use GroupNorm(32) at every width
-
-def torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A `.pth` / `.bin` state dict, loaded with `weights_only=True` (memory-mapped: large files are not copied)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"weights file {str(path)!r} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # torch raises UnpicklingError / RuntimeError for foreign or corrupt pickles
-        raise InputError(f"{str(path)!r} is not a plain tensor state dict (weights_only load failed: "
-                         f"{str(exc).splitlines()[0]})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"{str(path)!r} does not hold a state dict of tensors")
-    return state
-
 
 # -- 4D-STraG ----------------------------------------------------------------------------------------------------
 
@@ -142,7 +126,7 @@ def load_wan_vae(file: str | os.PathLike, *, device: str | torch.device = "cpu",
     """diffusers `AutoencoderKLWan` from the original `Wan2.1_VAE.pth` (the RGB VAE of the conditions and ViSM)."""
     from diffusers import AutoencoderKLWan
 
-    state = wan_vae_state_to_diffusers(torch_state_dict(file), str(file))
+    state = wan_vae_state_to_diffusers(read_torch_state_dict(file), str(file))
     vae = AutoencoderKLWan(**_vae_kwargs(state))
     _load_strict(vae, state, f"Wan VAE {str(file)!r}")
     return torch.nn.Module.to(vae, device=device, dtype=dtype)  # ModelMixin.to warns about fp32 modules
@@ -152,9 +136,9 @@ def load_released_motion_vae(layout: ReleasedLayout, *, device: str | torch.devi
                              dtype: torch.dtype = torch.float32) -> MotionVAE:
     """The motion VAE: the Wan VAE with the released fine-tuned decoder (`VAE/vae/`), the encoder/decoder
     adaptors (`VAE/encoder_prompt/`, `VAE/decoder_prompt/`) and the trajectory latent normalisation."""
-    vae_state = wan_vae_state_to_diffusers(torch_state_dict(layout / FINETUNED_VAE), str(layout / FINETUNED_VAE))
-    encoder_prompt = torch_state_dict(layout / ENCODER_PROMPT)
-    decoder_prompt = torch_state_dict(layout / DECODER_PROMPT)
+    vae_state = wan_vae_state_to_diffusers(read_torch_state_dict(layout / FINETUNED_VAE), str(layout / FINETUNED_VAE))
+    encoder_prompt = read_torch_state_dict(layout / ENCODER_PROMPT)
+    decoder_prompt = read_torch_state_dict(layout / DECODER_PROMPT)
     if "conv_in.weight" not in encoder_prompt:
         raise InputError(f"{str(layout / ENCODER_PROMPT)!r} is not a motion-VAE encoder adaptor (no conv_in.weight)")
     model = MotionVAE(

@@ -294,18 +294,19 @@ def clip_vision_config_from_wan(state: dict[str, torch.Tensor], num_heads: int =
 
 
 # ------------------------------------------------------------------------------------------------- loaders
-def read_wan_pth(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A Wan `.pth` state dict, memory-mapped (`weights_only=True`: pickled code and objects are refused)."""
+def read_torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A `.pth` / `.bin` state dict of the released weights, memory-mapped (`weights_only=True`: pickled code and
+    objects are refused); every failure is an `InputError` naming the file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise InputError(f"Wan encoder file {path!r} not found")
+        raise InputError(f"weights file {path!r} not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         detail = next((line.strip() for line in str(e).splitlines() if "WeightsUnpickler error" in line),
                       str(e).splitlines()[0])
         raise InputError(f"{path!r} holds objects other than tensors, which weights-only loading refuses "
-                         f"(a Wan encoder file is a plain state dict): {detail}") from e
+                         f"(released weights are plain state dicts): {detail}") from e
     except RuntimeError as e:
         raise InputError(f"{path!r} is not a zip-format torch file (torch.save's default; needed for mmap): "
                          f"{str(e).splitlines()[0]}") from e
@@ -329,7 +330,7 @@ def _finish(model: ModelT, *, dtype: torch.dtype, device: str | torch.device) ->
 def load_wan_umt5(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
                   device: str | torch.device = "cpu") -> UMT5EncoderModel:
     """`UMT5EncoderModel` from Wan's `models_t5_umt5-xxl-enc-bf16.pth`, every key accounted for (else InputError)."""
-    state = read_wan_pth(path)
+    state = read_torch_state_dict(path)
     config = umt5_config_from_wan(state)
     with torch.device("meta"):
         model = UMT5EncoderModel(config)
@@ -344,7 +345,7 @@ def load_wan_clip_vision(path: str | os.PathLike, *, num_heads: int = 16, dtype:
                          device: str | torch.device = "cpu") -> CLIPVisionModel:
     """`CLIPVisionModel` from Wan's `models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth` (vision tower only;
     the text tower is ignored), every key accounted for (else InputError). `num_heads`: 16 for ViT-H/14."""
-    state = read_wan_pth(path)
+    state = read_torch_state_dict(path)
     config = clip_vision_config_from_wan(state, num_heads)
     with torch.device("meta"):
         model = CLIPVisionModel(config)
