@@ -604,7 +604,7 @@ def sampling_defaults(model: str) -> dict[str, dict[str, Any]]:
     from more4d.pipelines import strag, vism
 
     preset = get_preset(model)
-    return {"strag": {**strag.DEFAULTS, **preset.strag_defaults}, "vism": {**vism.DEFAULTS, **preset.vism_defaults}}
+    return {"strag": {**strag.DEFAULTS, **preset.strag_defaults}, "vism": vism.preset_defaults(model)}
 
 
 def _tiny_present() -> bool:

@@ -339,10 +339,9 @@ def vism_fills(model_frames: torch.Tensor, render: torch.Tensor, hole: torch.Ten
 
 def vism_default_fill(model: str) -> str:
     """The filler a preset's ViSM uses by default (`Preset.vism_defaults`), as named in `VISM_FILLS`."""
-    from more4d.pipelines.vism import DEFAULTS
-    from more4d.weights import get_preset
+    from more4d.pipelines.vism import preset_defaults
 
-    d = {**DEFAULTS, **get_preset(model).vism_defaults}
+    d = preset_defaults(model)
     return "pushpull" if d["inpaint"] == "pushpull" else "model_composite" if d["composite"] else "model"
 
 

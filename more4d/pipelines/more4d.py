@@ -19,8 +19,7 @@ from typing import Any, Literal
 import torch
 
 from more4d.errors import InputError
-from more4d.pipelines.vism import DEFAULTS as VISM_DEFAULTS
-from more4d.pipelines.vism import CameraLike, ViSMOutput, ViSMPipeline
+from more4d.pipelines.vism import CameraLike, ViSMOutput, ViSMPipeline, preset_defaults
 from more4d.scene import Scene4D
 
 MemoryMode = Literal["full", "model_cpu_offload", "low_vram", "sequential_cpu_offload"]
@@ -122,9 +121,7 @@ class MoRe4DPipeline:
     @property
     def vism_defaults(self) -> dict[str, Any]:
         """The preset's ViSM settings, known without loading the models."""
-        from more4d.weights import get_preset
-
-        return {**VISM_DEFAULTS, **get_preset(self.preset).vism_defaults}
+        return preset_defaults(self.preset)
 
     # -- calls -------------------------------------------------------------------------------------------------------
     def generate(self, image: Any, prompt: str, **kwargs: Any) -> Scene4D:

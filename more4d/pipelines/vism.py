@@ -53,6 +53,13 @@ INPAINT_MODES = ("model", "pushpull")
 DEFAULTS = dict(num_inference_steps=50, guidance_scale=6.0, shift=5.0, inpaint="model", composite=False)
 
 
+def preset_defaults(preset: str) -> dict[str, Any]:
+    """The ViSM settings of a weights preset: `DEFAULTS` updated by `Preset.vism_defaults` (no model is loaded)."""
+    from more4d.weights import get_preset
+
+    return {**DEFAULTS, **get_preset(preset).vism_defaults}
+
+
 @dataclass
 class ViSMOutput(BaseOutput):
     """frames: `(B, T, H, W, 3)` float [0, 1] (the inpainted video; the render itself when render_only);
@@ -149,7 +156,7 @@ class ViSMPipeline(DiffusionPipeline):
         if lora is not None and lora.is_file():
             load_lora(comps["vism_transformer"], lora)
             merge_lora(comps["vism_transformer"], lora_weight)
-        defaults = {**DEFAULTS, **spec.vism_defaults}
+        defaults = preset_defaults(spec.name)
         pipe = cls(transformer=comps["vism_transformer"], vae=comps["vae"], image_encoder=comps["vism_image_encoder"],
                    text_encoder=text_encoder or comps["text_encoder"], tokenizer=tokenizer or comps["tokenizer"],
                    scheduler=FlowMatchEulerDiscreteScheduler(shift=defaults["shift"]), defaults=defaults)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +163,6 @@ _VAE_RESIDUAL = {"norm1.gamma": "residual.0.gamma", "conv1": "residual.2", "norm
 
 def _wan_vae_original_key(key: str) -> str:
     """One diffusers `AutoencoderKLWan` key -> its Wan-original name (the inverse of diffusers' converter)."""
-    import re
-
     part, _, rest = key.partition(".")
     if part in ("quant_conv", "post_quant_conv"):
         return {"quant_conv": "conv1", "post_quant_conv": "conv2"}[part] + "." + rest
