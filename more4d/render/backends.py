@@ -1,8 +1,16 @@
 """Optional fast backends for `render_points`, detected at run time (never a hard import).
 
-gsplat (https://github.com/nerfstudio-project/gsplat) rasterizes the gaussian mode on CUDA. It is used when
-`backend="auto"`, the mode is "gaussian", the tensors are on a CUDA device and `import gsplat` succeeds;
-otherwise the pure-PyTorch reference in `splat.py` runs. Install it with `pip install gsplat` (CUDA build).
+gsplat (https://github.com/nerfstudio-project/gsplat, 1.5.x) rasterizes the gaussian mode on CUDA. It is used when
+`backend="auto"`, the mode is "gaussian", the tensors are on a CUDA device and gsplat with its CUDA extension loads;
+otherwise the pure-PyTorch reference in `splat.py` runs. Install it with `pip install gsplat`: the PyPI wheel builds
+its extension with nvcc on first use (minutes, cached under torch's extension folder), so the first availability
+check on a CUDA device can take that long.
+
+Expected differences from the reference (same projection, conic and alpha rules): gsplat draws every pixel whose
+alpha reaches 1/255, while the reference stops at a square window of round(3 sigma) pixels around the pixel the
+centre falls in (so it can drop fringe pixels with alpha below ~0.011) and truncates windows at
+`splat.MAX_FOOTPRINT_PX`; gsplat evaluates `exp` in fast math and accumulates transmittance as a product instead of
+a float64 log-sum.
 """
 
 from __future__ import annotations
@@ -18,14 +26,22 @@ from more4d.errors import InputError
 
 @functools.cache
 def _import_gsplat() -> ModuleType | None:
+    """gsplat once its CUDA extension has loaded, else None.
+
+    `import gsplat` alone succeeds without a usable extension (it is built lazily on the first rasterization, and
+    is None when no CUDA toolkit is found), so the extension is loaded here: "auto" must not pick a backend that
+    fails mid-render.
+    """
     try:
-        return importlib.import_module("gsplat")
-    except Exception:  # not installed, or its CUDA extension cannot load: fall back to torch
+        gsplat = importlib.import_module("gsplat")
+        extension = importlib.import_module("gsplat.cuda._backend")._C
+    except Exception:  # not installed, or its CUDA extension cannot be built or loaded: fall back to torch
         return None
+    return gsplat if extension is not None else None
 
 
 def gsplat_available(device: torch.device | str) -> bool:
-    """True when gsplat can rasterize on `device` (a CUDA device and an importable gsplat)."""
+    """True when gsplat can rasterize on `device` (a CUDA device and gsplat with a loadable CUDA extension)."""
     return torch.device(device).type == "cuda" and torch.cuda.is_available() and _import_gsplat() is not None
 
 
@@ -39,8 +55,9 @@ def resolve_backend(backend: str, mode: str, device: torch.device | str) -> str:
         if mode != "gaussian":
             raise InputError(f"backend='gsplat' renders mode='gaussian' only, got mode={mode!r}")
         if not gsplat_available(device):
-            raise InputError(f"backend='gsplat' needs a CUDA device and an importable gsplat package "
-                             f"(device {str(device)!r}, gsplat importable: {_import_gsplat() is not None})")
+            on_cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
+            why = "gsplat or its CUDA extension does not load" if on_cuda else f"{str(device)!r} is not a CUDA device"
+            raise InputError(f"backend='gsplat' needs a CUDA device and gsplat with its CUDA extension: {why}")
         return "gsplat"
     return "gsplat" if mode == "gaussian" and gsplat_available(device) else "torch"
 
@@ -57,33 +74,34 @@ def splat_gsplat(
     *,
     near_plane: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rasterize isotropic Gaussians with `gsplat.rasterization`, one frame at a time.
+    """Rasterize isotropic Gaussians with one batched `gsplat.rasterization` call (frames as a batch dimension).
 
-    Means are already in camera space, so the view matrix is the identity; `eps2d = 0` so the footprint
-    matches the torch reference. Returns rgb `(B, H, W, 3)` (not over a background), expected depth and
-    alpha `(B, H, W)`.
+    Means are already in each frame's camera space, so every view matrix is the identity; invalid points are moved
+    behind the camera, where gsplat's near-plane test drops them. `eps2d = 0` and the classic (non-antialiased)
+    mode keep the footprint and opacity of the torch reference. Returns rgb `(B, H, W, 3)` (not over a
+    background), expected depth and alpha `(B, H, W)`.
     """
     gsplat = _import_gsplat()
     if gsplat is None:
-        raise InputError("gsplat is not importable")
-    eye = torch.eye(4, device=means.device)[None]
-    rgbs, depths, alphas = [], [], []
-    for b in range(means.shape[0]):
-        keep = valid[b]
-        n = int(keep.sum())
-        if n == 0:  # nothing in front of this camera
-            rgbs.append(means.new_zeros(height, width, 3))
-            depths.append(means.new_zeros(height, width))
-            alphas.append(means.new_zeros(height, width))
-            continue
-        quats = means.new_zeros(n, 4)
-        quats[:, 0] = 1.0
-        render, alpha, _ = gsplat.rasterization(
-            means=means[b][keep], quats=quats, scales=sigma[b][keep, None].expand(n, 3).contiguous(),
-            opacities=opacity[b][keep], colors=colors[b][keep], viewmats=eye, Ks=K[b : b + 1],
-            width=width, height=height, near_plane=near_plane, eps2d=0.0, packed=False, render_mode="RGB+ED",
-        )
-        rgbs.append(render[0, ..., :3])
-        depths.append(render[0, ..., 3])
-        alphas.append(alpha[0, ..., 0])
-    return torch.stack(rgbs), torch.stack(depths), torch.stack(alphas)
+        raise InputError("gsplat with its CUDA extension is not available")
+    batch, n = means.shape[:2]
+    behind = means.new_tensor([0.0, 0.0, -1.0])
+    quats = means.new_zeros(batch, n, 4)
+    quats[..., 0] = 1.0  # identity rotation (w, x, y, z)
+    render, alpha, _ = gsplat.rasterization(
+        means=torch.where(valid[..., None], means, behind).contiguous(),
+        quats=quats,
+        scales=sigma[..., None].expand(batch, n, 3).contiguous(),
+        opacities=opacity.contiguous(),
+        colors=colors.contiguous(),
+        viewmats=torch.eye(4, device=means.device).expand(batch, 1, 4, 4).contiguous(),
+        Ks=K[:, None].contiguous(),
+        width=width,
+        height=height,
+        near_plane=near_plane,
+        eps2d=0.0,
+        packed=False,
+        rasterize_mode="classic",
+        render_mode="RGB+ED",
+    )  # render (B, 1, H, W, 4): rgb and expected depth; alpha (B, 1, H, W, 1)
+    return render[:, 0, ..., :3], render[:, 0, ..., 3], alpha[:, 0, ..., 0]
