@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import replace
 
 import pytest
 import torch
 
 from more4d.data import SynthConfig, generate_batch, generate_clips, generate_siblings, sample_captions
+from more4d.data.photo_textures import HELD_OUT_PHOTOS, SHORT_SIDE, TRAINING_PHOTOS, _data_dir, load_photo
 from more4d.data.synth import MOTIONS, SHAPES, _sample_clip
 from more4d.errors import InputError
 from more4d.geometry import backproject_depth
@@ -50,10 +52,14 @@ def test_frame0_points_are_backprojected_depth(batch):
 
 
 def test_visible_tracks_land_on_matching_surface(batch):
+    check_tracks_land_on_matching_surface(batch)
+
+
+def check_tracks_land_on_matching_surface(batch) -> None:
     """A visible track projects into frame t where the depth map agrees and the texture matches frame 0."""
     K = batch.K[0]
     H, W = batch.depth.shape[2:]
-    for b in range(4):
+    for b in range(len(batch)):
         for t in (2, 4):
             c2w = batch.c2w[b, t]
             cam = (batch.points[b, t] - c2w[:3, 3]) @ c2w[:3, :3]
@@ -120,3 +126,81 @@ def test_siblings_keep_frame0_and_caption_and_redraw_the_motion():
     for count in (0, -1, 1.5):
         with pytest.raises(InputError, match="count"):
             generate_siblings(seed, count, config)
+
+
+PHOTO = SynthConfig(num_frames=5, height=64, width=64, novel_views=1, camera_motion_prob=0.5)
+
+
+@pytest.fixture(scope="module")
+def photo_pair():
+    """Seeds 0-2 with procedural patterns only and with a photo on every surface."""
+    return generate_batch([0, 1, 2], PHOTO), generate_batch([0, 1, 2], replace(PHOTO, photo_prob=1.0))
+
+
+def test_photo_prob_zero_renders_as_before():
+    """photo_prob=0 renders every clip bit-identically to the pattern-only generator (the held-out evaluation clips
+    depend on it): checksums of seed 3."""
+    b = generate_batch([3], SynthConfig(num_frames=5, height=64, width=64, novel_views=1))
+    assert int(b.frames.long().sum()) == 3866844 and int(b.novel_frames.long().sum()) == 3876901
+    assert float(b.depth.double().sum()) == pytest.approx(119305.349635, rel=1e-9)
+    assert float(b.points.double().sum()) == pytest.approx(107242.234628, rel=1e-9)
+    assert b.metas[0]["photos"] == {}
+
+
+def test_photos_change_texture_not_geometry(photo_pair):
+    plain, photo = photo_pair
+    for name in ("depth", "points", "visibility", "K", "c2w", "novel_depth", "novel_c2w"):
+        assert torch.equal(getattr(plain, name), getattr(photo, name)), name
+    assert photo.captions == plain.captions
+    changed = (photo.frames.int() - plain.frames.int()).abs().amax(-1) > 8
+    assert (changed.flatten(1).float().mean(1) > 0.5).all()
+    for meta in photo.metas:
+        objects = {f"object{j}" for j in range(len(meta["objects"]))}
+        assert set(meta["photos"]) == objects | {"ground", "backdrop"}
+        assert set(meta["photos"].values()) <= set(TRAINING_PHOTOS)
+
+
+def test_photo_clips_are_determined_by_seed(photo_pair):
+    _, photo = photo_pair
+    config = replace(PHOTO, photo_prob=1.0)
+    assert torch.equal(generate_batch([0, 1, 2], config).frames, photo.frames)
+    alone = generate_batch([2], config)
+    assert (alone.frames[0].int() - photo.frames[2].int()).abs().max() <= 1
+    # a fixed number of draws per surface: a lower photo_prob only drops photos, it never swaps them
+    half = sample_metas(range(20), replace(PHOTO, photo_prob=0.5))
+    full = sample_metas(range(20), config)
+    assert all(h["photos"].items() <= f["photos"].items() for h, f in zip(half, full))
+    assert 0 < sum(len(h["photos"]) for h in half) < sum(len(f["photos"]) for f in full)
+
+
+def test_photo_textures_move_with_their_surfaces(photo_pair):
+    _, photo = photo_pair
+    check_tracks_land_on_matching_surface(photo)
+
+
+def test_held_out_photos_never_train():
+    assert not set(TRAINING_PHOTOS) & set(HELD_OUT_PHOTOS)
+    drawn = {name for meta in sample_metas(range(200), replace(PHOTO, photo_prob=1.0))
+             for name in meta["photos"].values()}
+    assert drawn == set(TRAINING_PHOTOS)
+    for name in TRAINING_PHOTOS:
+        image = load_photo(name)
+        assert min(image.shape[:2]) == SHORT_SIDE and image.shape[2] == 3
+        assert 0 <= image.min() and image.max() <= 1
+
+
+def test_bad_photo_prob_and_missing_scikit_image(monkeypatch):
+    for value in (-0.1, 1.5, float("nan")):
+        with pytest.raises(InputError, match="photo_prob"):
+            SynthConfig(photo_prob=value)
+
+    def no_skimage(package: str):
+        raise ModuleNotFoundError(package)
+
+    monkeypatch.setattr(importlib.resources, "files", no_skimage)
+    with pytest.raises(InputError, match="pip install scikit-image"):
+        _data_dir()
+
+
+def sample_metas(seeds, config: SynthConfig) -> list[dict]:
+    return [_sample_clip(seed, config)[2] for seed in seeds]

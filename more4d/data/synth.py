@@ -4,7 +4,9 @@ A clip is a textured ground plane and backdrop with 1-4 textured primitives (bal
 under Lambertian shading, each moving by one sampled motion (translate, bounce, orbit, spin, approach,
 recede, pulse, static), optionally seen by a moving camera. For every frame-0 pixel the generator knows the
 surface point it sees, so its 3D trajectory (in camera-0 OpenCV coordinates) follows from that object's
-analytic motion; visibility is a depth test against each frame's depth map plus the image bounds.
+analytic motion; visibility is a depth test against each frame's depth map plus the image bounds. A surface
+wears a procedural pattern or, with `SynthConfig.photo_prob`, a real photograph (`photo_textures`): texture that
+is not geometry, as in photos.
 
 All random parameters and all per-frame transforms are drawn and computed on the CPU from a
 `torch.Generator` seeded per clip; only per-pixel work runs on `device`, so CPU and CUDA give the same
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from more4d.data.formats import NovelView, TrajClip
+from more4d.data.photo_textures import TRAINING_PHOTOS, is_grayscale, photo_bank, photo_sizes
 from more4d.errors import InputError
 from more4d.geometry import DEFAULT_FOV_DEG, intrinsics_from_fov
 
@@ -62,6 +65,7 @@ class SynthConfig:
     camera_motion_prob: float = 0.3
     static_prob: float = 0.05  # chance that an object does not move
     novel_views: int = 2  # novel camera paths rendered per clip (0 skips them)
+    photo_prob: float = 0.0  # chance that a surface wears a real photo instead of its pattern (photo_textures)
 
     def __post_init__(self) -> None:
         if self.num_frames < 2 or (self.num_frames - 1) % 4:
@@ -77,6 +81,8 @@ class SynthConfig:
             raise InputError(f"novel_views must be in [0, 4], got {self.novel_views}")
         if self.fps <= 0:
             raise InputError(f"fps must be > 0, got {self.fps}")
+        if not 0.0 <= self.photo_prob <= 1.0:
+            raise InputError(f"photo_prob must be in [0, 1], got {self.photo_prob}")
 
     @classmethod
     def paper_scale(cls, **overrides: Any) -> SynthConfig:
@@ -436,11 +442,63 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
         "ambient": torch.tensor(d.uniform(0.25, 0.45), dtype=torch.float32),
         "c2w": c2w.float(), "novel_c2w": torch.stack(novel).float(),
     }
+    photo_params, photos = _sample_photos(d, config, active, shape, scale[:, 0], ground, backdrop)
+    params |= photo_params
     meta = {"source": "trajscene-synth", "seed": seed, "objects": objects,
             "camera_motion": cam_motion, "camera_direction": cam_dir,
             "camera_c2w": c2w.float().tolist(), "fov_deg": config.fov_deg,
-            "ground_y": ground, "backdrop_z": backdrop, "config": asdict(config)}
+            "ground_y": ground, "backdrop_z": backdrop, "photos": photos, "config": asdict(config)}
     return params, caption, meta
+
+
+def _sample_photos(d: _Draw, config: SynthConfig, active: torch.Tensor, shape: torch.Tensor, size: torch.Tensor,
+                   ground: float, backdrop: float) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Which surfaces wear a photo and how it maps onto each (`size (S, 3)`: frame-0 half-extents).
+
+    Drawn after every other draw of the clip and a fixed number per surface, so `photo_prob` changes neither the
+    rest of the clip nor which photo a surface gets. Texture coords (see `_photo_rgb`) are metres on the planes and
+    box faces; around a curved object's axis they are radians, tiled an even number of times (mirrored tiles meet
+    without a seam). Returns the params (photo -1 = the pattern) and {surface name: photo name} for the meta.
+    """
+    S = NUM_SURFACES
+    photo = torch.full((S,), -1, dtype=torch.long)
+    crop = torch.zeros(S, 4, dtype=torch.float64)  # x0, y0, w, h in normalised photo coords
+    mapping = torch.ones(S, 4, dtype=torch.float64)  # origin u, v and tile u, v: texture coords are (uv - origin) / tile
+    tint = torch.ones(S, 3, dtype=torch.float64)
+    names = {}
+    tan_half_h = math.tan(math.radians(config.fov_deg) / 2)
+    tan_half_w = tan_half_h * config.width / config.height
+    for j in range(S):
+        worn = d.uniform(0, 1) < config.photo_prob
+        k = d.integer(len(TRAINING_PHOTOS))
+        zoom, cx, cy, scale, pu, pv, flip = (d.uniform(0, 1) for _ in range(7))
+        gain = [d.uniform(0.55, 1.0) for _ in range(3)]
+        if not worn or (j < MAX_OBJECTS and not active[j]):
+            continue
+        h_px, w_px = photo_sizes()[k]
+        if j == BACKDROP:  # the photo fills the backdrop seen from camera 0 (up to 1.3x), so frames look like photos
+            view_u, view_v = 2 * backdrop * tan_half_w, ground + backdrop * tan_half_h
+            tile_u, tile_v = view_u * (1 + 0.3 * scale), view_v * (1 + 0.3 * scale)
+            w = min(1.0, tile_u / tile_v * h_px / w_px) * (0.6 + 0.4 * zoom)  # crop of the tile's aspect
+            h = w * w_px / h_px * tile_v / tile_u
+            origin_u = -backdrop * tan_half_w - pu * (tile_u - view_u) - (tile_u if flip < 0.5 else 0.0)
+            origin_v = -backdrop * tan_half_h - pv * (tile_v - view_v)
+        else:
+            side = (0.35 + 0.65 * zoom) * min(h_px, w_px)
+            w, h = side / w_px, side / h_px
+            tile_u = tile_v = 2 + 3 * scale if j == GROUND else (1 + 2 * scale) * float(size[j].mean())
+            if j < MAX_OBJECTS and SHAPES[int(shape[j])] != "box":
+                radius = float(size[j, 0] + size[j, 2]) / 2 * (CAPSULE_RADIUS if SHAPES[int(shape[j])] == "capsule"
+                                                                else 1.0)
+                tile_u = math.pi / max(1, round(math.pi * radius / tile_v))
+            origin_u, origin_v = -2 * pu * tile_u, -2 * pv * tile_v
+        photo[j] = k
+        crop[j] = torch.tensor([cx * (1 - w), cy * (1 - h), w, h])
+        mapping[j] = torch.tensor([origin_u, origin_v, tile_u, tile_v])
+        if is_grayscale(TRAINING_PHOTOS[k]):
+            tint[j] = torch.tensor(gain)
+        names[{GROUND: "ground", BACKDROP: "backdrop"}.get(j, f"object{j}")] = TRAINING_PHOTOS[k]
+    return {"photo": photo, "photo_crop": crop.float(), "photo_map": mapping.float(), "photo_tint": tint.float()}, names
 
 
 def _motion_phrase(motion: str, direction: str) -> str:
@@ -614,7 +672,7 @@ def _render(p: dict[str, torch.Tensor], c2w: torch.Tensor, rays: torch.Tensor, K
     row[todo] = torch.arange(len(todo), device=c2w.device)
     pick = row.view(B, T).gather(1, frames).view(-1)
     depth, ids, rgb = (x.index_select(0, pick) for x in _render_planes(p, c2w.reshape(B * T, 4, 4)[todo], todo // T,
-                                                                      rays))
+                                                                      rays, K[0, 0]))
     flat_depth, flat_ids = depth.view(-1), ids.view(-1)
 
     # 2) objects, inside per-frame windows around their bounding spheres
@@ -650,19 +708,27 @@ def _render(p: dict[str, torch.Tensor], c2w: torch.Tensor, rays: torch.Tensor, K
         b = bt // T
         R = p["R"][:, j].reshape(-1, 3, 3)[bt]
         s = p["scale"][:, j].reshape(-1, 3)[bt]
-        x = oc_flat[bt] + flat_depth[gidx, None] * torch.einsum("kij,jk->ki", Rc_flat[bt], rays[:, n])
+        ray = torch.einsum("kij,jk->ki", Rc_flat[bt], rays[:, n])
+        x = oc_flat[bt] + flat_depth[gidx, None] * ray
         local = torch.einsum("ki,kij->kj", x - p["center"][:, j].reshape(-1, 3)[bt], R) / s
-        normal = torch.einsum("kij,kj->ki", R, _local_normal(local, p["shape"][b, j]) / s)
-        cos = (F.normalize(normal, dim=1) * p["light"][b]).sum(1).clamp_min(0)
+        normal = F.normalize(torch.einsum("kij,kj->ki", R, _local_normal(local, p["shape"][b, j]) / s), dim=1)
+        cos = (normal * p["light"][b]).sum(1).clamp_min(0)
         q = (local * p["freq"][b, j, None] + p["phase"][b, j]).unbind(1)
         w = _pattern(q, p["texture"][b, j])[:, None]
-        rgb_flat[bt, :, n] = torch.lerp(p["color1"][b, j], p["color2"][b, j], w) * _lambert(p["ambient"][b], cos)[:, None]
+        color = torch.lerp(p["color1"][b, j], p["color2"][b, j], w)
+        worn = p["photo"][b, j] >= 0
+        if worn.any():
+            bw, ray = b[worn], ray[worn]
+            uv = _object_uv(local[worn], p["shape"][bw, j], p["scale"][bw, j, 0], p["photo_map"][bw, j])
+            view_cos = (normal[worn] * ray).sum(1).abs() / ray.norm(dim=1)
+            color[worn] = _photo_rgb(p, bw, j, uv, flat_depth[gidx[worn]] / (K[0, 0] * _obliquity(view_cos)))
+        rgb_flat[bt, :, n] = color * _lambert(p["ambient"][b], cos)[:, None]
     return rgb.view(B, T, 3, N).transpose(2, 3), depth.view(B, T, N), ids.view(B, T, N)
 
 
-def _render_planes(p: dict[str, torch.Tensor], c2w: torch.Tensor, clip: torch.Tensor, rays: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Ground and backdrop seen from cameras `c2w (U, 4, 4)` of clips `clip (U,)`.
+def _render_planes(p: dict[str, torch.Tensor], c2w: torch.Tensor, clip: torch.Tensor, rays: torch.Tensor,
+                   focal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ground and backdrop seen from cameras `c2w (U, 4, 4)` of clips `clip (U,)` (`focal`: K[0, 0], for photos).
 
     Returns depth `(U, N)` (inf on a miss), ids `(U, N)` int8, rgb `(U, 3, N)`.
     """
@@ -677,17 +743,29 @@ def _render_planes(p: dict[str, torch.Tensor], c2w: torch.Tensor, clip: torch.Te
     is_ground = t_ground <= t_back
     depth = torch.where(is_ground, t_ground, t_back)
     x = oc + depth.nan_to_num(posinf=0.0)[:, None] * d  # (U, 3, N) world hit points
-    weight, base, delta = [], [], []
+    weight, base, delta, shades = [], [], [], []
     for j, axis in ((GROUND, 1), (BACKDROP, 2)):
         q = (x * p["freq"][clip, j].view(U, 1, 1) + p["phase"][clip, j].view(U, 3, 1)).unbind(1)
         weight.append(_pattern(q, p["texture"][clip, j].view(U, 1)))
         shade = _lambert(p["ambient"][clip], (-p["light"][clip, axis]).clamp_min(0)).view(U, 1, 1)
         base.append(p["color1"][clip, j].view(U, 3, 1) * shade)
         delta.append((p["color2"][clip, j] - p["color1"][clip, j]).view(U, 3, 1) * shade)
+        shades.append(shade.view(U))
     w = torch.where(is_ground, *weight)[:, None]
     g = is_ground[:, None]
     rgb = torch.where(g, *base).addcmul_(w, torch.where(g, *delta))
     miss = ~torch.isfinite(depth)
+    worn = torch.where(is_ground, p["photo"][clip, GROUND, None], p["photo"][clip, BACKDROP, None]) >= 0
+    worn &= ~miss
+    if worn.any():
+        u, n = worn.nonzero(as_tuple=True)
+        on_ground = is_ground[u, n]
+        hit, ray = x[u, :, n], d[u, :, n]  # (K, 3)
+        uv = torch.where(on_ground[:, None], torch.stack([hit[:, 0], -hit[:, 2]], 1), hit[:, :2])  # photo up = far
+        view_cos = torch.where(on_ground, ray[:, 1], ray[:, 2]).abs() / ray.norm(dim=1)
+        j = torch.where(on_ground, GROUND, BACKDROP)
+        texel = _photo_rgb(p, clip[u], j, uv, depth[u, n] / (focal * _obliquity(view_cos)))
+        rgb[u, :, n] = texel * torch.where(on_ground, shades[0][u], shades[1][u])[:, None]
     ids = torch.where(is_ground, GROUND, BACKDROP).to(torch.int8).masked_fill_(miss, MISS)
     if miss.any():
         rgb = torch.where(miss[:, None], torch.tensor(SKY, device=rgb.device).view(3, 1), rgb)
@@ -696,6 +774,43 @@ def _render_planes(p: dict[str, torch.Tensor], c2w: torch.Tensor, clip: torch.Te
 
 def _lambert(ambient: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     return ambient + (1 - ambient) * cos
+
+
+def _object_uv(local: torch.Tensor, shape: torch.Tensor, size: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
+    """Photo texture coords `(K, 2)` of local hit points `(K, 3)` on shapes `(K,)` with frame-0 half-extents `size`
+    `(K, 3)` (material-fixed: a pulsing object's photo stretches with it): across the face on a box, around the axis
+    (radians) and along it on the other shapes, across the cap on a cylinder's caps. `mapping` `(K, 4)` as in
+    `_sample_photos`; second coord down = photo rows down."""
+    metric = local * size
+    axis = local.abs().argmax(1, keepdim=True)
+    box = torch.where(axis == 0, metric[:, [2, 1]], torch.where(axis == 1, metric[:, [0, 2]], metric[:, [0, 1]]))
+    around = torch.stack([torch.atan2(local[:, 0], local[:, 2]), metric[:, 1]], 1)
+    # cylinder caps are planar (metres on both axes): u is scaled so that dividing it by the radian tile_u divides
+    # the metric coord by tile_v
+    cap = metric[:, [0, 2]] * torch.stack([mapping[:, 2] / mapping[:, 3], torch.ones_like(mapping[:, 3])], 1)
+    is_cap = (shape == SHAPES.index("cylinder")) & (local[:, 1].abs() > local[:, [0, 2]].norm(dim=1))
+    return torch.where((shape == SHAPES.index("box"))[:, None], box, torch.where(is_cap[:, None], cap, around))
+
+
+def _obliquity(view_cos: torch.Tensor) -> torch.Tensor:
+    """Divisor of a pixel's footprint (z / f) on a surface seen at `view_cos` to its normal: the footprint's sides
+    are z / f and z / (f cos); their geometric mean picks a mip level that neither aliases nor blurs receding planes
+    as much as the shorter or the longer side would."""
+    return view_cos.clamp_min(0.05).sqrt()
+
+
+def _photo_rgb(p: dict[str, torch.Tensor], b: torch.Tensor, j: torch.Tensor | int, uv: torch.Tensor,
+               footprint: torch.Tensor) -> torch.Tensor:
+    """Photo colours `(K, 3)` of surfaces `j` of clips `b (K,)` at texture coords `uv (K, 2)` seen with pixel
+    footprints `(K,)` in metres (the mip level), tinted, before shading. Mirrored repeats tile the crop seamlessly."""
+    bank = photo_bank(uv.device)
+    k, crop, mapping = p["photo"][b, j], p["photo_crop"][b, j], p["photo_map"][b, j]
+    t = (uv - mapping[:, :2]) / mapping[:, 2:]
+    f = 1 - (t.remainder(2) - 1).abs()
+    texels_per_metre = crop[:, 3] * bank.height[k, 0] / mapping[:, 3]
+    level = (footprint * texels_per_metre).clamp_min(1).log2()
+    return bank.sample(k, crop[:, 0] + f[:, 0] * crop[:, 2], crop[:, 1] + f[:, 1] * crop[:, 3], level) \
+        * p["photo_tint"][b, j]
 
 
 # ----------------------------------------------------------------------------------------------------------
