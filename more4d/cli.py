@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "presets": ("presets", "list camera-path presets"),
     "synth": ("synth", "generate TrajScene-Synth clips with exact ground truth"),
     "build-data": ("build_data", "build TrajScene clips (depth + 3D tracks) from your own videos"),
-    "eval": ("evaluate", "evaluate models on held-out TrajScene-Synth seeds or TrajScene-60K samples"),
+    "eval": ("evaluate", "evaluate models on held-out TrajScene-Synth seeds or TrajScene-60K samples, and real photos"),
     "weights": ("weights", "download the released MoGe4D weights (Hugging Face / ModelScope) or list them"),
     "data": ("data", "download the released TrajScene-60K archives (ModelScope) or index them"),
 }

@@ -4,9 +4,10 @@ orbit render (two times) | final video (two times), one row per photo, with the 
     python scripts/contact_sheet.py docs/photos_tiny.jpg                       # scikit-image's photos, tiny model
     python scripts/contact_sheet.py out.jpg --model moge4d --device cuda
 
-The photos are scikit-image's astronaut, cat (chelsea), coffee and rocket (`pip install scikit-image`). Printed per
-photo: PSNR of the final frame 0 against the input, of the covered pixels against the render, the brightness of the
-input and of the last frame, and the hole fraction at the input camera over time (tearing).
+The photos and captions are `more4d.eval.photos.PHOTOS`: scikit-image's astronaut, cat (chelsea), coffee, rocket and
+Middlebury motorcycle (`pip install scikit-image`). Printed per photo: PSNR of the final frame 0 against the input,
+of the covered pixels against the render, the brightness of the input and of the last frame, and the hole fraction
+at the input camera over time (`more4d.eval.metrics.tearing`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from more4d.eval.metrics import tearing
+from more4d.eval.photos import PHOTOS, load_photo
 from more4d.pipelines.more4d import MoRe4DPipeline
 
-PHOTOS = {"astronaut": "the astronaut waves her hand", "chelsea": "the cat turns its head to the left",
-          "coffee": "steam rises from the coffee cup", "rocket": "the rocket lifts off and moves up"}
 COLUMNS = ("input", "preview t=mid", "preview t=end", "orbit render mid", "orbit render end", "final mid",
            "final end")
 ROW_HEIGHT = 192
@@ -43,8 +44,6 @@ def row_image(cells: list[np.ndarray]) -> Image.Image:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from skimage import data
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="the sheet (.png or .jpg)")
     parser.add_argument("--model", default="tiny")
@@ -55,17 +54,17 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name, prompt in PHOTOS.items():
         t0 = time.perf_counter()
-        scene = pipe.generate(getattr(data, name)(), prompt, seed=0)
+        scene = pipe.generate(load_photo(name).image, prompt, seed=0)
         preview = pipe.render(scene, "static", render_only=True)
         orbit = pipe.render(scene, "orbit", seed=0)
         image = scene.colors.reshape(scene.height, scene.width, 3).numpy()
         final, render, hole = orbit.frames[0], orbit.render[0], orbit.mask[0]
         mid, end = scene.num_frames // 2, scene.num_frames - 1
-        tearing = preview.mask[0].mean(axis=(1, 2))
+        holes = tearing(scene)
         print(f"{name}: {time.perf_counter() - t0:.1f} s; final frame 0 vs input {psnr(final[0], image):.1f} dB; "
               f"covered pixels vs render {psnr(final[~hole], render[~hole]):.1f} dB; brightness input "
               f"{255 * image.mean():.0f}, last frame {255 * final[-1].mean():.0f}; holes at the input camera "
-              f"t=mid {tearing[mid]:.3f}, t=end {tearing[end]:.3f}; orbit holes {hole.mean():.3f}", flush=True)
+              f"t=mid {holes[mid]:.3f}, t=end {holes[end]:.3f}; orbit holes {hole.mean():.3f}", flush=True)
         rows.append(row_image([image, preview.render[0][mid], preview.render[0][end], render[mid], render[end],
                                final[mid], final[end]]))
     width = max(r.width for r in rows)

@@ -1,21 +1,30 @@
-"""more4d.eval.evaluate on random tiny weights (one held-out clip, one step): both STraG protocols in the report."""
+"""more4d.eval on random tiny weights (one held-out clip, one step; two photos, five frames): both STraG protocols,
+depth edges and tearing in the report, the photo table."""
 
 from __future__ import annotations
 
 import math
+import sys
 
+import numpy as np
 import pytest
 import torch
 
 from more4d.data.synth import SynthConfig, generate_batch
 from more4d.errors import InputError
 from more4d.eval.evaluate import HELD_OUT_SEED_START, evaluate, format_report, prompt_swap, swap_direction
+from more4d.eval.metrics import EDGE_MAX_DIST_PX
+from more4d.eval.photos import PHOTOS, evaluate_photos, format_photo_report, load_photo
 from more4d.weights import get_preset, save_random_tiny
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    weights = save_random_tiny(tmp_path_factory.mktemp("tiny"), seed=0)
+def weights(tmp_path_factory):
+    return save_random_tiny(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def report(weights):
     return evaluate("tiny", weights, num_clips=1, device="cpu", num_inference_steps=1, vism_steps=1, progress=False)
 
 
@@ -61,6 +70,68 @@ def test_vism_fillers_holes_and_whole_frame(report):
     assert v["pass"] == (v["fills"]["pushpull"]["hole_psnr"] > classical)
     assert row["hole_fraction"] == v["hole_fraction"]
     assert "the preset fills them by pushpull" in format_report(report)
+
+
+def test_depth_edges_and_tearing_against_the_truth(report):
+    d, tr, row = report["depth"], report["tearing"], report["clips"][0]
+    assert 0 <= d["edge_acc"] <= EDGE_MAX_DIST_PX and 0 <= d["edge_comp"] <= EDGE_MAX_DIST_PX
+    assert 0 <= d["discontinuity_gt"] < 0.5 and 0 <= d["discontinuity"] <= 1
+    for key in ("last", "mean", "last_gt", "mean_gt"):
+        assert tr[key] == row[f"tearing_{key}"] and 0 <= tr[key] < 1, key
+    text = format_report(report)
+    assert "edges (iBims-1, px)" in text and f"last frame {100 * tr['last']:.1f}%" in text
+
+
+@pytest.fixture(scope="module")
+def photo_report(weights):
+    return evaluate_photos("tiny", weights, device="cpu", num_inference_steps=1, num_frames=5, progress=False,
+                           names=("rocket", "motorcycle_left"))
+
+
+def test_photo_eval_table(photo_report):
+    rows = photo_report["photos"]
+    assert [(r["photo"], r["depth"]) for r in rows] == [("rocket", "predicted"), ("motorcycle_left", "predicted"),
+                                                        ("motorcycle_left", "ground truth")]
+    for r in rows:
+        assert len(r["tearing"]) == 5 and r["tearing"][0] < 0.01  # frame 0 is the input
+        assert r["tearing_last"] == r["tearing"][-1] and 0 <= r["discontinuity"] <= 1
+    assert math.isnan(rows[0]["edge_acc"])  # no ground truth for the rocket
+    assert 0 < rows[1]["edge_acc"] <= EDGE_MAX_DIST_PX and 0 < rows[1]["edge_comp"] <= EDGE_MAX_DIST_PX
+    assert rows[2]["edge_acc"] == rows[2]["edge_comp"] == 0  # the true depth against itself
+    text = format_photo_report(photo_report)
+    assert "5 frames, 1 steps" in text and "motorcycle_left  ground truth" in text
+
+
+def test_motorcycle_ground_truth_depth():
+    photo = load_photo("motorcycle_left")
+    assert photo.image.shape == photo.depth.shape + (3,) and np.isfinite(photo.depth).all()
+    assert 2.0 < np.median(photo.depth) < 8.0  # metres: the bike stands a few metres from the camera
+
+
+def test_eval_photos_are_held_out_of_training():
+    from more4d.data.photo_textures import HELD_OUT_PHOTOS
+
+    assert set(PHOTOS) <= set(HELD_OUT_PHOTOS)
+
+
+def test_photo_eval_names_the_missing_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "skimage", None)  # `import skimage` raises ImportError
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    with pytest.raises(InputError, match="pip install scikit-image"):
+        evaluate_photos("tiny", "/nonexistent")  # before any weights are read
+
+
+def test_eval_command_photos_only(monkeypatch, capsys):
+    from more4d import cli
+    from more4d.eval import evaluate as clips
+    from more4d.eval import photos
+
+    fake = {"model": "tiny", "device": "cpu", "seconds": 0.0, "photos": [],
+            "sampler": {"num_frames": 5, "num_inference_steps": 1, "guidance_scale": 1.0}}
+    monkeypatch.setattr(photos, "evaluate_photos", lambda *a, **k: fake)
+    monkeypatch.setattr(clips, "evaluate", lambda *a, **k: pytest.fail("--num-clips 0 runs no clip"))
+    assert cli.main(["eval", "--photos", "--num-clips", "0"]) == 0
+    assert "more4d eval --photos: model tiny" in capsys.readouterr().out
 
 
 def test_swap_direction_flips_the_object_word_only():

@@ -20,6 +20,8 @@ from more4d.eval.metrics import (
     ssim,
     track_epe,
 )
+from more4d.geometry import backproject_depth
+from more4d.scene import Scene4D
 
 
 def test_track_epe_known_value_and_masks():
@@ -175,3 +177,101 @@ def test_classical_inpaint_fills_only_holes(method):
     assert (out[hole] - img[hole]).abs().mean() < 0.1  # the dark hole is filled from its surroundings
     with pytest.raises(InputError):
         classical_inpaint(img, hole, "biharmonic")
+
+
+# -- tearing and depth edges --------------------------------------------------------------------------------------
+
+def _scene(depth: torch.Tensor, motion: torch.Tensor | None = None) -> Scene4D:
+    """The pixels of a depth map `(H, W)` as a Scene4D; `motion (T, H*W, 3)` added to frame 0 (default: 5 still
+    frames)."""
+    H, W = depth.shape
+    K = torch.tensor([[40.0, 0, W / 2], [0, 40.0, H / 2], [0, 0, 1]])
+    points0 = backproject_depth(depth, K)
+    motion = torch.zeros(5, H * W, 3) if motion is None else motion
+    return Scene4D(points0 + motion, torch.rand(H * W, 3, generator=torch.Generator().manual_seed(0)),
+                   torch.ones(len(motion), H * W, dtype=torch.bool), K, (H, W))
+
+
+def test_tearing_still_scene_has_no_holes_and_a_torn_one_opens_a_growing_gap():
+    from more4d.eval.metrics import tearing
+
+    depth = torch.full((32, 48), 2.0)
+    assert torch.equal(tearing(_scene(depth)), torch.zeros(5))
+    motion = torch.zeros(5, 32, 48, 3)
+    # the right half slides right, 4 px more each frame: the neighbours across the middle part further than
+    # TEAR_STRETCH allows, so the renderer leaves the gap open, as wide as the shift
+    shift_px = 4.0 * torch.arange(5)
+    motion[:, :, 24:, 0] = (shift_px * 2.0 / 40.0).view(5, 1, 1)
+    tear = tearing(_scene(depth, motion.view(5, -1, 3)))
+    torch.testing.assert_close(tear, shift_px / 48)
+
+
+def test_depth_discontinuities_follow_the_renderer_rule():
+    from more4d.eval.metrics import depth_discontinuities
+    from more4d.render.scene import EDGE_DEPTH_RATIO
+
+    depth = torch.full((16, 20), 2.0)
+    depth[:, 10:] = 3.0  # a 50% jump: both columns beside it
+    edges = depth_discontinuities(_scene(depth))
+    assert edges[:, 9:11].all() and edges.sum() == 2 * 16
+    ramp = 2.0 * (1 + 0.5 * EDGE_DEPTH_RATIO) ** torch.arange(20.0)  # each step below the renderer's threshold
+    assert not depth_discontinuities(_scene(ramp.expand(16, 20).contiguous())).any()
+
+
+def test_fill_invalid_far_takes_the_far_side():
+    from more4d.eval.metrics import fill_invalid_far
+
+    depth = np.array([[1.0, 1.0, np.inf, np.inf, 5.0, 5.0]] * 3)
+    np.testing.assert_array_equal(fill_invalid_far(depth, np.isfinite(depth)), [[1, 1, 5, 5, 5, 5]] * 3)
+    with pytest.raises(InputError, match="no valid pixel"):
+        fill_invalid_far(depth, np.zeros(depth.shape, dtype=bool))
+
+
+@pytest.mark.parametrize("shift", [0, 1, 3, 7])
+def test_depth_edge_errors_of_a_shifted_step(shift):
+    from more4d.eval.metrics import depth_edge_errors
+
+    gt = np.ones((40, 64))
+    gt[:, 30:] = 2.0
+    pred = np.full((40, 64), 3.0)  # scale-free: another depth scale and step height
+    pred[:, 30 + shift:] = 5.0
+    assert depth_edge_errors(pred, gt) == {"acc": shift, "comp": shift}
+
+
+def test_depth_edge_errors_limits():
+    from more4d.eval.metrics import EDGE_MAX_DIST_PX, depth_edge_errors
+
+    gt = np.ones((40, 64))
+    gt[:, 20:] = 2.0
+    far = np.ones((40, 64))
+    far[:, 20 + 2 * int(EDGE_MAX_DIST_PX):] = 2.0  # no predicted edge near the true one: both at the cap
+    assert depth_edge_errors(far, gt) == {"acc": EDGE_MAX_DIST_PX, "comp": EDGE_MAX_DIST_PX}
+    flat = depth_edge_errors(gt, np.ones((40, 64)))  # no true edge: nothing to measure
+    assert math.isnan(flat["acc"]) and math.isnan(flat["comp"])
+    invalid = gt.copy()
+    invalid[:, 18:23] = 0.0  # unknown pixels at the edge are filled from the far side: the edge stays at the near side
+    errors = depth_edge_errors(gt, invalid)
+    assert errors["acc"] <= 2 and errors["comp"] <= 2
+    with pytest.raises(InputError, match="same shape"):
+        depth_edge_errors(gt, gt[:, :32])
+
+
+def test_depth_edges_match_scikit_image_canny():
+    """iBims-1 computes edges with scikit-image's Canny; ours (OpenCV, same settings) agree within a pixel."""
+    from scipy import ndimage
+    from skimage.feature import canny
+
+    from more4d.eval.metrics import EDGE_HIGH, EDGE_LOW, EDGE_SIGMA, depth_edges
+
+    y, x = np.mgrid[:96, :128]
+    depth = 4.0 - 0.01 * y  # a receding floor, a disc, a box and a slanted board in front
+    depth = np.where((x - 40) ** 2 + (y - 40) ** 2 < 18**2, 2.0, depth)
+    depth = np.where((x > 70) & (x < 110) & (y > 50) & (y < 85), 3.0, depth)
+    depth = np.where((x > 80) & (x < 120) & (y > 10) & (y < 35), 1.5 + 0.02 * x, depth)
+    inv = 1.0 / depth
+    ours = depth_edges(depth)
+    ref = canny((inv - inv.min()) / (inv.max() - inv.min()), sigma=EDGE_SIGMA, low_threshold=EDGE_LOW,
+                high_threshold=EDGE_HIGH)
+    assert ours.sum() > 100
+    assert (ndimage.distance_transform_edt(~ref)[ours] <= 1).mean() > 0.95
+    assert (ndimage.distance_transform_edt(~ours)[ref] <= 1).mean() > 0.95

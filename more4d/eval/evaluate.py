@@ -6,7 +6,12 @@ On TrajScene-60K the ground truth is the released tracks (depth: their frame-0 z
 units as stored, which the authors do not state), 4D-ViSM fills the holes of the tracks rendered from the source
 camera (the data has no novel view), and the perfect-sampler floor, which needs synthetic siblings, is n/a.
 Measured, each against its baselines and quality bar:
-- depth: AbsRel and delta1 of the depth model on frame 0;
+- depth: AbsRel and delta1 of the depth model on frame 0; its iBims-1 depth-boundary errors (edge accuracy and
+  completeness, `depth_edge_errors`) and the share of pixels on a depth discontinuity (`depth_discontinuities`,
+  where the renderer opens holes) against the ground truth's;
+- tearing: the holes at the input camera in the last frame and over all frames (`tearing`) of the generated
+  scene, and as the reference of the ground-truth scene drawn as generated scenes are (true motion uncovers
+  what the input hid);
 - 4D-STraG with *predicted* depth, against zero motion (points frozen at frame 0) and the mean-motion field (the
   training set's mean normalised motion, `mean_motion_field`), per motion type, in two protocols:
   end to end, the mean 3D end-point error over frames (visible tracks); the frame-0 depth error, shared by every
@@ -44,12 +49,15 @@ from more4d.eval.metrics import (
     classical_inpaint,
     depth_abs_rel,
     depth_delta1,
+    depth_discontinuities,
+    depth_edge_errors,
     displacement_epe,
     motion_axis_l1,
     nearest_fill,
     psnr,
     relative_error,
     ssim,
+    tearing,
     track_epe,
 )
 from more4d.geometry import (
@@ -232,7 +240,8 @@ def evaluate(model: str = "tiny", weights_dir: str | os.PathLike | None = None, 
             r = rows[-1]
             print(f"[{i + 1}/{num_clips}] epe {r['epe']:.3f} (zero {r['epe_zero']:.3f}, mean {r['epe_mean']:.3f}) "
                   f"motion epe {r['motion_epe']:.3f} (zero {r['motion_epe_zero']:.3f}, mean "
-                  f"{r['motion_epe_mean']:.3f}) depth absrel {r['abs_rel']:.3f} vism hole psnr {r['hole_psnr_model']:.2f}",
+                  f"{r['motion_epe_mean']:.3f}) depth absrel {r['abs_rel']:.3f} tearing {r['tearing_last']:.3f} (true "
+                  f"{r['tearing_last_gt']:.3f}) vism hole psnr {r['hole_psnr_model']:.2f}",
                   flush=True)
     sampler = {"num_inference_steps": num_inference_steps or strag.defaults["num_inference_steps"],
                "guidance_scale": strag.defaults["guidance_scale"] if guidance_scale is None else guidance_scale}
@@ -292,6 +301,8 @@ def _evaluate_clip(clip: TrajClip, strag: Any, vism: Any, mean_field: torch.Tens
     valid = clip.depth[0] > 1e-3
     row["abs_rel"] = float(depth_abs_rel(pred.depth.cpu(), clip.depth[0], valid))
     row["delta1"] = float(depth_delta1(pred.depth.cpu(), clip.depth[0], valid))
+    edges = depth_edge_errors(pred.depth.cpu(), clip.depth[0], valid)
+    row["edge_acc"], row["edge_comp"] = edges["acc"], edges["comp"]
     # STraG with predicted depth, baselines and the GT-motion oracle from the same frame-0 points; end to end and
     # displacements only (motion_*)
     alphas = motion_alphas(clip.K.float(), (H, W))
@@ -309,9 +320,17 @@ def _evaluate_clip(clip: TrajClip, strag: Any, vism: Any, mean_field: torch.Tens
     if swap is not None:
         row["swap"] = swap
     row.update(motion_vae_reconstruction(strag.motion_vae, clip))
-    # ViSM on the novel camera (the source camera when the clip has none): every hole filler, holes and whole frame
     truth_scene = Scene4D(points=gt, colors=clip.colors.float(), visibility=vis, K=clip.K.float(), image_size=(H, W),
                           fps=clip.fps, prompt=clip.caption)
+    # tearing and depth discontinuities of the generated scene and of the truth (true motion uncovers some too),
+    # both drawn as the pipeline draws its scenes (every point with a frame-0 depth, the model predicts no
+    # visibility), so that they differ by depth and motion alone
+    drawn_as_generated = dataclasses.replace(truth_scene, visibility=vis[:1].expand_as(vis))
+    for suffix, sc in (("", scene), ("_gt", drawn_as_generated)):
+        tear = tearing(sc)
+        row[f"tearing_last{suffix}"], row[f"tearing_mean{suffix}"] = float(tear[-1]), float(tear.mean())
+        row[f"discontinuity{suffix}"] = float(depth_discontinuities(sc).float().mean())
+    # ViSM on the novel camera (the source camera when the clip has none): every hole filler, holes and whole frame
     traj, frames = clip_view(clip, 0 if clip.novel else None)
     out = vism(truth_scene, traj, num_inference_steps=vism_steps, guidance_scale=1.0, inpaint="model",
                composite=False, generator=torch.Generator().manual_seed(0), output_type="pt")
@@ -372,7 +391,9 @@ def _report(rows: list[dict[str, Any]], model: str, num_clips: int, seed_start: 
         "model": model, "num_clips": num_clips, "seeds": [seed_start, seed_start + num_clips - 1], "device": device,
         "seconds": round(seconds, 1), "strag_sampler": sampler,
         "depth": {"abs_rel": mean("abs_rel"), "delta1": mean("delta1"), "bar_abs_rel_max": 0.10,
-                  "pass": mean("abs_rel") <= 0.10},
+                  "pass": mean("abs_rel") <= 0.10, "edge_acc": mean("edge_acc"), "edge_comp": mean("edge_comp"),
+                  "discontinuity": mean("discontinuity"), "discontinuity_gt": mean("discontinuity_gt")},
+        "tearing": {key: mean(f"tearing_{key}") for key in ("last", "mean", "last_gt", "mean_gt")},
         "strag": {**st, "reduction_vs_zero": 1.0 - epe / zero if zero else math.nan,
                   "epe_oracle_motion": mean("epe_oracle_motion"),
                   "end_to_end_pass": bool(epe <= 0.6 * zero and epe < mean_b),
@@ -391,7 +412,7 @@ def _report(rows: list[dict[str, Any]], model: str, num_clips: int, seed_start: 
 
 def format_report(report: dict[str, Any]) -> str:
     """A readable plain-text table of a report (what `more4d eval` prints)."""
-    d, s, v = report["depth"], report["strag"], report["vism"]
+    d, s, v, tr = report["depth"], report["strag"], report["vism"], report["tearing"]
     ax = report["motion_vae"]["axis_relative_error"]
     ok = {True: "PASS", False: "MISS"}
     data = report.get("data")
@@ -404,6 +425,11 @@ def format_report(report: dict[str, Any]) -> str:
         f"more4d eval: model {report['model']}, {report['num_clips']} {source}, {report['device']}, "
         f"{report['seconds']} s",
         f"depth      AbsRel {d['abs_rel']:.4f} (bar <= 0.10: {ok[d['pass']]})   delta1 {d['delta1']:.4f}",
+        f"           edges (iBims-1, px) accuracy {d['edge_acc']:.2f}  completeness {d['edge_comp']:.2f}; "
+        f"on a depth discontinuity {100 * d['discontinuity']:.1f}% of pixels (ground truth "
+        f"{100 * d['discontinuity_gt']:.1f}%)",
+        f"tearing    holes at the input camera, last frame {100 * tr['last']:.1f}% (true motion "
+        f"{100 * tr['last_gt']:.1f}%), mean over frames {100 * tr['mean']:.1f}% ({100 * tr['mean_gt']:.1f}%)",
         f"4D-STraG   sampler: {report['strag_sampler']['num_inference_steps']} steps, guidance "
         f"{report['strag_sampler']['guidance_scale']:g}",
         f"           end-to-end EPE {s['epe']:.4f}  zero-motion {s['epe_zero_motion']:.4f}  mean-motion "

@@ -1,7 +1,8 @@
 """Exact metrics on synthetic ground truth: 3D track end-point error (of points or of displacements), depth
-AbsRel / delta1, PSNR / SSIM.
+AbsRel / delta1, PSNR / SSIM; and what tears a scene, measurable on real photos too: tearing (holes at the input
+camera over time), depth discontinuities (where the renderer opens holes) and the iBims-1 depth-boundary errors.
 
-Every function takes arbitrary leading batch dims and returns one value per leading index (a tensor of that
+The tensor metrics take arbitrary leading batch dims and return one value per leading index (a tensor of that
 shape; a 0-d tensor without batch dims). Masks select the pixels/points that count; an empty selection gives NaN
 (never a silent 0). Inputs are not modified; computation is in float32.
 """
@@ -9,11 +10,23 @@ shape; a 0-d tensor without batch dims). Masks select the pixels/points that cou
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from more4d.errors import InputError
+
+if TYPE_CHECKING:
+    from more4d.scene import Scene4D
+
+# iBims-1 depth-boundary errors (Koch et al. 2018): Canny on the normalised map, sigma sqrt(2), hysteresis 0.1 / 0.2
+# on the unnormalised 3x3 Sobel gradient magnitude (scikit-image's convention), distances truncated at 10 px
+EDGE_SIGMA = math.sqrt(2.0)
+EDGE_LOW, EDGE_HIGH = 0.1, 0.2
+EDGE_MAX_DIST_PX = 10.0
+_SOBEL_SCALE = 4096.0  # float gradients -> the int16 derivatives cv2.Canny takes (|Sobel| <= 4 on a [0, 1] map)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -206,3 +219,110 @@ def classical_inpaint(image: torch.Tensor, hole_mask: torch.Tensor, method: str 
     out = np.stack([cv2.inpaint(img, hole, 3, flags[method]) if hole.any() and not hole.all() else img
                     for img, hole in zip(imgs, holes)])
     return torch.from_numpy(out.astype(np.float32) / 255.0).reshape(image.shape).to(image.device)
+
+
+# -- tearing and depth edges --------------------------------------------------------------------------------------
+
+def tearing(scene: Scene4D) -> torch.Tensor:
+    """The hole fraction `(T,)` of each frame when the scene's points at time t are seen from the input camera.
+
+    Rendered as 4D-ViSM renders (`render_views`, the "static" camera path: frame-0 pose, the scene's K and size),
+    so the number is what the user sees. Frame 0 is the input (holes only where the depth is invalid); motion
+    that keeps neighbouring pixels of a surface together opens holes only where it uncovers what the input hid.
+    """
+    from more4d.pipelines.vism import resolve_camera
+    from more4d.pipelines.vism_conditioning import render_views
+
+    _, hole = render_views(scene, [resolve_camera("static", scene)], scene.height, scene.width)
+    return hole[0].float().mean(dim=(1, 2)).cpu()
+
+
+def depth_discontinuities(scene: Scene4D) -> torch.Tensor:
+    """`(H, W)` bool: the frame-0 pixels on a depth discontinuity, the ones the renderer drops into holes once a
+    view parts the two sides (`surface_radius`); their mean is the discontinuity density, which needs no ground
+    truth. A magnified input camera parts every pair of grid neighbours, so it drops exactly these points."""
+    from more4d.render import surface_radius
+
+    points0 = scene.points[0].float()
+    K = scene.K.float().clone()
+    K[:2, :2] *= 1e3  # grid neighbours 1 px apart at the scene's K are 1000 px apart: beyond EDGE_REVEAL_PX
+    _, drawn = surface_radius(points0[None], points0, scene.image_size, torch.eye(4, device=points0.device)[None],
+                              K[None].to(points0.device))
+    return (scene.visibility[0] & ~drawn[0]).view(scene.height, scene.width).cpu()
+
+
+def fill_invalid_far(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """`depth (H, W)` with each connected region of invalid pixels given the farthest valid depth on its border:
+    unknown pixels beside an occluding edge (stereo occlusions) are background, so the edge stays where the
+    foreground ends."""
+    import cv2
+
+    if not valid.any():
+        raise InputError("the depth map has no valid pixel (finite and > 0)")
+    d = np.where(valid, depth, 0.0).astype(np.float32)
+    kernel = np.ones((3, 3), np.uint8)
+    while True:  # the largest border value spreads through its region (unknown pixels start at 0)
+        grown = np.where(valid, d, cv2.dilate(d, kernel))
+        if np.array_equal(grown, d):
+            return d
+        d = grown
+
+
+def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def depth_edges(depth: torch.Tensor | np.ndarray, valid: torch.Tensor | np.ndarray | None = None) -> np.ndarray:
+    """`(H, W)` bool Canny edges of a depth map `(H, W)` (iBims-1 settings, `EDGE_*`), on its inverse normalised to
+    [0, 1]: scale- and shift-free in inverse depth, so a disparity map's reciprocal serves as ground truth. Pixels
+    outside `valid` (default: finite and > 0) are filled from the far side first (`fill_invalid_far`)."""
+    import cv2
+
+    d = _numpy(depth).astype(np.float64)
+    if d.ndim != 2:
+        raise InputError(f"depth must have shape (H, W), got {d.shape}")
+    ok = np.isfinite(d) & (d > 0)
+    if valid is not None:
+        ok &= _numpy(valid).astype(bool)
+    inv = 1.0 / fill_invalid_far(d, ok).astype(np.float64)
+    span = inv.max() - inv.min()
+    if span <= 0:
+        return np.zeros(d.shape, dtype=bool)
+    smooth = cv2.GaussianBlur(((inv - inv.min()) / span).astype(np.float32), (0, 0), EDGE_SIGMA,
+                              borderType=cv2.BORDER_REPLICATE)
+    dx, dy = (np.clip(np.rint(_SOBEL_SCALE * cv2.Sobel(smooth, cv2.CV_32F, *order, ksize=3,
+                                                       borderType=cv2.BORDER_REPLICATE)), -32768, 32767)
+              .astype(np.int16) for order in ((1, 0), (0, 1)))
+    return cv2.Canny(dx, dy, EDGE_LOW * _SOBEL_SCALE, EDGE_HIGH * _SOBEL_SCALE, L2gradient=True) > 0
+
+
+def _edge_distance(edges: np.ndarray) -> np.ndarray:
+    """Euclidean distance in pixels from every pixel to the nearest edge pixel, capped at `EDGE_MAX_DIST_PX`."""
+    import cv2
+
+    if not edges.any():
+        return np.full(edges.shape, EDGE_MAX_DIST_PX, dtype=np.float32)
+    dist = cv2.distanceTransform((~edges).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.minimum(dist, EDGE_MAX_DIST_PX)
+
+
+def depth_edge_errors(pred_depth: torch.Tensor | np.ndarray, gt_depth: torch.Tensor | np.ndarray,
+                      valid: torch.Tensor | np.ndarray | None = None) -> dict[str, float]:
+    """The iBims-1 depth-boundary errors of `pred_depth` against `gt_depth` `(H, W)`, in pixels (lower is better).
+
+    acc: the mean distance from the predicted edges within `EDGE_MAX_DIST_PX` of a ground-truth edge to the
+    nearest one (spurious edges farther away are not counted; none at all scores the maximum).
+    comp: the mean distance from the ground-truth edges to the nearest predicted edge, capped at `EDGE_MAX_DIST_PX`
+    (iBims-1 leaves it uncapped; capped, an edge the prediction misses costs the same on any image size).
+    Edges by `depth_edges`; `valid` masks the ground truth. NaN for both when the ground truth has no edge.
+    """
+    pred_edges, gt_edges = depth_edges(pred_depth), depth_edges(gt_depth, valid)
+    if tuple(pred_edges.shape) != tuple(gt_edges.shape):
+        raise InputError(f"`pred_depth` and `gt_depth` must have the same shape, got {pred_edges.shape} and "
+                         f"{gt_edges.shape}")
+    if not gt_edges.any():
+        return {"acc": math.nan, "comp": math.nan}
+    to_gt = _edge_distance(gt_edges)[pred_edges]
+    near = to_gt[to_gt < EDGE_MAX_DIST_PX]
+    acc = float(near.mean()) if near.size else EDGE_MAX_DIST_PX
+    return {"acc": acc, "comp": float(_edge_distance(pred_edges)[gt_edges].mean())}
