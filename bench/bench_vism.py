@@ -52,7 +52,7 @@ def timed_stages(pipe: ViSMPipeline, times: dict[str, float]) -> None:
     for attr, name in (("render_views", "render"), ("encode_condition", "condition"),
                        ("encode_clip_image", "clip"), ("vae_decode", "decode")):
         wrap(vism, attr, name)
-    wrap(pipe, "encode_prompt", "text")
+    wrap(pipe, "encode_text", "text")
 
 
 def bench_tiny(args: argparse.Namespace) -> None:

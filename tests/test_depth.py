@@ -52,14 +52,14 @@ def test_tiny_net_save_load_roundtrip(net, tmp_path):
 
 @pytest.mark.parametrize("hw", [(40, 72), (33, 17)])
 def test_tiny_estimator_returns_depth_and_default_fov_K(net, hw):
-    est = TinyDepthEstimator(net)
+    est = TinyDepthEstimator.from_net(net)
     assert isinstance(est, DepthEstimator)
     pred = est(torch.rand(*hw, 3))
     assert pred.depth.shape == hw and pred.depth.dtype == torch.float32
     assert (pred.depth > 0).all() and torch.isfinite(pred.depth).all()
     assert pred.K.shape == (3, 3)
     assert fov_from_intrinsics(pred.K, hw[0]) == pytest.approx(DEFAULT_FOV_DEG, abs=1e-4)
-    h, w = est.working_size(*hw)
+    h, w = net.working_size(*hw)
     assert h % net.multiple == 0 and w % net.multiple == 0
 
 

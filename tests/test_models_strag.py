@@ -67,6 +67,14 @@ def test_strag_shapes_and_mpm_identity_at_init():
     assert not torch.allclose(run(model, **x, motion_features=feats()), out)
 
 
+def test_wan_block_version_guard():
+    from more4d.models.strag_transformer import WAN_BLOCK_DIFFUSERS, check_wan_block_version
+
+    assert check_wan_block_version(f"{WAN_BLOCK_DIFFUSERS}.9")
+    with pytest.warns(UserWarning, match="re-implements the Wan block forward"):
+        assert not check_wan_block_version("0.99.0")
+
+
 def test_mpm_runs_under_fp8_layerwise_casting():
     """low_vram stores the transformer's weights in float8: the MPM must compute in the activations' dtype."""
     model = strag()

@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save_file
 from more4d.geometry import SEED_MOTION_ALPHAS, backproject_depth, normalize_motion, valid_depth_mask
 from more4d.models.lora import load_lora, merge_lora
 from more4d.models.wan_keys import load_original_wan_transformer, original_to_diffusers_key
-from more4d.pipelines.strag import STraGPipeline, depth_condition, make_scheduler
+from more4d.pipelines.schedulers import make_scheduler
+from more4d.pipelines.strag import STraGPipeline, depth_condition
 from more4d.weights import layout as paths
 from more4d.weights import released
 

@@ -5,7 +5,8 @@
         --config train/configs/tiny_depth.yaml --export-dir assets/weights/tiny
 
 Loss: L1 on log depth plus a scale-invariant log term, on pixels that see a surface, computed at the full
-image size after the net's working-resolution prediction is upsampled (exactly as `TinyDepthEstimator` runs).
+image size after the net's working-resolution prediction is upsampled (`TinyDepthNet.predict`, as the estimator
+runs it).
 At full scale more4d uses UniDepth-V2 (not trained here).
 """
 
@@ -16,9 +17,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
-from more4d.depth import TinyDepthEstimator, TinyDepthNet
+from more4d.depth import TinyDepthNet
 from more4d.eval.metrics import depth_abs_rel, depth_delta1
 from more4d.training.config import TrainConfig, add_common_args, check, config_from_args
 from more4d.training.data import batches, validation_batch
@@ -54,14 +54,6 @@ def build_model(cfg: DepthConfig) -> TinyDepthNet:
         return load_init(cfg, "depth")["depth"].net.requires_grad_(True)
     kwargs = dataclasses.asdict(cfg.model)
     return TinyDepthNet(**{**kwargs, "block_channels": tuple(kwargs["block_channels"])})
-
-
-def predict_log_depth(net: TinyDepthNet, rgb: torch.Tensor) -> torch.Tensor:
-    """rgb `(B, 3, H, W)` in [0, 1] -> log depth `(B, H, W)` at full size, as `TinyDepthEstimator` computes it."""
-    H, W = rgb.shape[-2:]
-    size = TinyDepthEstimator(net).working_size(H, W)
-    x = F.interpolate(rgb, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return F.interpolate(net(x).float(), size=(H, W), mode="bilinear", align_corners=False)[:, 0]
 
 
 def depth_loss(log_pred: torch.Tensor, depth: torch.Tensor, si_weight: float) -> torch.Tensor:
@@ -106,13 +98,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def train_step(batch) -> tuple[torch.Tensor, dict[str, float]]:
         rgb, depth = sample_frames(batch, cfg.frames_per_clip, gen, cfg.hflip_prob)
-        return depth_loss(predict_log_depth(net, rgb), depth, cfg.si_weight), {}
+        return depth_loss(net.predict(rgb), depth, cfg.si_weight), {}
 
     def log_validation(step: int) -> dict[str, float]:
         model = run.models["depth"]
         rgb = val.frames[:, 0].permute(0, 3, 1, 2).float() / 255.0
         gt = val.depth[:, 0].float()
-        pred = predict_log_depth(model, rgb).exp()
+        pred = model.predict(rgb).exp()
         valid = gt > DEPTH_EPS
         rows = [[rgb[i].permute(1, 2, 0).cpu().numpy(), gt[i].cpu().numpy(), pred[i].cpu().numpy()]
                 for i in range(min(4, len(rgb)))]

@@ -108,7 +108,7 @@ def encode_pairs(batch, vae: torch.nn.Module, text: ViSMPipeline, cfg: ViSMConfi
     cond = encode_condition(vae, render, hole).latents.float()
     latents = vae_encode(vae, target.permute(0, 4, 1, 2, 3) * 2.0 - 1.0).float()
     drop = torch.rand(len(batch), generator=gen) < cfg.text_dropout
-    embeds = text.encode_prompt(["" if d else c for d, c in zip(drop.tolist(), batch.captions)], latents.device)
+    embeds = text.encode_text(["" if d else c for d, c in zip(drop.tolist(), batch.captions)], latents.device)
     return EncodedPairs(latents, cond, embeds, batch.frames[:, 0].float() / 255.0, hole)
 
 

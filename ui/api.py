@@ -603,8 +603,7 @@ def sampling_defaults(model: str) -> dict[str, dict[str, Any]]:
     """{"strag": ..., "vism": ...}: the settings each stage's pipeline uses for `model` when given none."""
     from more4d.pipelines import strag, vism
 
-    preset = get_preset(model)
-    return {"strag": {**strag.DEFAULTS, **preset.strag_defaults}, "vism": vism.preset_defaults(model)}
+    return {"strag": strag.preset_defaults(model), "vism": vism.preset_defaults(model)}
 
 
 def _tiny_present() -> bool:

@@ -30,14 +30,12 @@ def _depth_estimator(args: argparse.Namespace):
     from more4d.errors import InputError
 
     if args.depth == "tiny":
-        from more4d.depth import TinyDepthEstimator
+        from more4d.depth import TinyDepthEstimator, TinyDepthNet
 
         folder = Path(args.depth_weights) if args.depth_weights else Path(__file__).parents[2] / "assets/weights/tiny/depth"
         if not folder.is_dir():
             raise InputError(f"tiny depth weights {str(folder)!r} not found; pass --depth-weights")
-        est = TinyDepthEstimator.from_pretrained(folder)
-        est.net.to(args.device)
-        return est
+        return TinyDepthEstimator.from_net(TinyDepthNet.from_pretrained(folder)).to(args.device)
     if args.depth == "unidepth":
         from more4d.depth import UniDepthEstimator, unidepth_available
 

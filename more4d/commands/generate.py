@@ -14,7 +14,7 @@ from typing import Any
 
 from more4d.errors import InputError
 from more4d.io import atomic_write
-from more4d.pipelines.strag import SCHEDULERS
+from more4d.pipelines.schedulers import SCHEDULERS
 from more4d.weights.presets import PRESETS
 
 
@@ -81,6 +81,10 @@ def build_pipeline(args: argparse.Namespace) -> Any:
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe = STraGPipeline.from_preset(args.model, args.weights, device=device, dtype=args.dtype)
+    if args.scheduler:
+        from more4d.pipelines.schedulers import make_scheduler, scheduler_shift
+
+        pipe.scheduler = make_scheduler(args.scheduler, scheduler_shift(pipe.scheduler))
     if args.compile:
         pipe.compile_transformer()
     return pipe
@@ -89,7 +93,7 @@ def build_pipeline(args: argparse.Namespace) -> Any:
 def generate_scene(args: argparse.Namespace, pipe: Any) -> Any:
     return pipe(args.image, args.prompt, negative_prompt=args.negative_prompt, num_frames=args.frames,
                 num_inference_steps=args.steps, guidance_scale=args.guidance, shift=args.shift, seed=args.seed,
-                scheduler=args.scheduler, depth=args.depth, resolution=args.resolution)
+                depth=args.depth, resolution=args.resolution)
 
 
 def write_scene_outputs(scene: Any, out: Path) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +12,7 @@ from torch import nn
 
 from more4d.depth.base import DepthPrediction
 from more4d.geometry import DEFAULT_FOV_DEG, intrinsics_from_fov
+from more4d.models.placement import execution_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,6 +72,19 @@ class TinyDepthNet(ModelMixin, ConfigMixin):
     def multiple(self) -> int:
         return 2 ** (len(self.config.block_channels) - 1)
 
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """The input size for an `(height, width)` image: area ~ sample_size**2 (never upsampled), aspect kept,
+        sides multiples of the net's stride."""
+        m, side = self.multiple, self.config.sample_size
+        scale = min(1.0, side / math.sqrt(height * width))
+        return max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m)
+
+    def predict(self, rgb: torch.Tensor) -> torch.Tensor:
+        """RGB `(B, 3, H, W)` in [0, 1], any size -> log depth `(B, H, W)`: run at `working_size`, upsampled back."""
+        H, W = rgb.shape[-2:]
+        x = F.interpolate(rgb, size=self.working_size(H, W), mode="bilinear", antialias=True, align_corners=False)
+        return F.interpolate(self(x).float(), size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(imagenet_normalize(rgb))
         skips = []
@@ -86,36 +99,35 @@ class TinyDepthNet(ModelMixin, ConfigMixin):
         return self.conv_out(F.silu(self.norm_out(h))) + self.config.log_depth_offset
 
 
-class TinyDepthEstimator:
+class TinyDepthEstimator(ModelMixin, ConfigMixin):
     """`DepthEstimator` around `TinyDepthNet`: resizes to the net's working area, returns depth + K.
 
-    K comes from `fov_deg` (vertical FOV; the net predicts no camera). Depth is clamped to `[min_depth, max_depth]`.
+    A diffusers model (`save_pretrained` / `from_pretrained`), so pipelines save and load it as a component. K comes
+    from `fov_deg` (vertical FOV; the net predicts no camera). Depth is clamped to `[min_depth, max_depth]`.
+
+    >>> est = TinyDepthEstimator.from_net(TinyDepthNet.from_pretrained("assets/weights/tiny/depth"))
+    >>> est(image).depth          # image (H, W, 3) in [0, 1] -> (H, W) metres
     """
 
-    def __init__(self, net: TinyDepthNet, fov_deg: float = DEFAULT_FOV_DEG,
-                 min_depth: float = 1e-2, max_depth: float = 1e3) -> None:
-        self.net = net
-        self.fov_deg = fov_deg
-        self.min_depth, self.max_depth = min_depth, max_depth
+    @register_to_config
+    def __init__(self, net_config: dict | None = None, fov_deg: float = DEFAULT_FOV_DEG, min_depth: float = 1e-2,
+                 max_depth: float = 1e3) -> None:
+        super().__init__()
+        self.net = TinyDepthNet(**(net_config or {}))
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, **kwargs) -> TinyDepthEstimator:
-        return cls(TinyDepthNet.from_pretrained(folder), **kwargs)
-
-    def working_size(self, height: int, width: int) -> tuple[int, int]:
-        """The net's input size for an `(height, width)` image: area ~ sample_size**2 (never upsampled), aspect
-        kept, sides multiples of the net's stride."""
-        m, side = self.net.multiple, self.net.config.sample_size
-        scale = min(1.0, side / math.sqrt(height * width))
-        return max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m)
+    def from_net(cls, net: TinyDepthNet, **kwargs) -> TinyDepthEstimator:
+        """Wrap a trained `TinyDepthNet` (its config becomes `net_config`; the net itself is kept, on its device
+        and dtype)."""
+        estimator = cls(net_config={k: v for k, v in net.config.items() if not k.startswith("_")}, **kwargs)
+        estimator.net = net
+        return estimator
 
     @torch.no_grad()
-    def __call__(self, image: torch.Tensor) -> DepthPrediction:
+    def forward(self, image: torch.Tensor) -> DepthPrediction:
         """image: `(H, W, 3)` float in [0, 1] -> depth `(H, W)` metres and K `(3, 3)` for `(H, W)`."""
         h, w = int(image.shape[0]), int(image.shape[1])
-        param = next(self.net.parameters())
-        x = image.permute(2, 0, 1)[None].to(device=param.device, dtype=param.dtype)
-        x = F.interpolate(x, size=self.working_size(h, w), mode="bilinear", antialias=True, align_corners=False)
-        log_depth = F.interpolate(self.net(x).float(), size=(h, w), mode="bilinear", align_corners=False)
-        depth = log_depth[0, 0].exp().clamp(self.min_depth, self.max_depth)
-        return DepthPrediction(depth=depth, K=intrinsics_from_fov(self.fov_deg, h, w).float())
+        x = image.permute(2, 0, 1)[None].to(device=execution_device(self), dtype=self.net.dtype)
+        log_depth = self.net.predict(x)
+        depth = log_depth[0].exp().clamp(self.config.min_depth, self.config.max_depth)
+        return DepthPrediction(depth=depth, K=intrinsics_from_fov(self.config.fov_deg, h, w).float())

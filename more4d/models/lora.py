@@ -154,6 +154,16 @@ def unmerge_lora(transformer: torch.nn.Module) -> None:
     transformer.enable_adapters()
 
 
+@torch.no_grad()
+def fuse_lora(transformer: torch.nn.Module, weight: float = DEFAULT_MERGE_WEIGHT, *,
+              adapter_name: str = ADAPTER_NAME) -> None:
+    """Fold the adapter into the base weights for good (as `merge_lora`, no backup kept) and drop the adapter
+    layers: the model is a plain base model again, which `save_pretrained` writes as one."""
+    merge_lora(transformer, weight, adapter_name=adapter_name, backup_device="meta")
+    transformer._lora_merge_backup = None
+    transformer.unload_lora()
+
+
 # --- the authors' kohya-style ViSM LoRA (docs/method.md, "4D-ViSM LoRA") ---------------------------------------------
 
 

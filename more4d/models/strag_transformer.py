@@ -20,20 +20,24 @@ latent frame is not modulated (the authors' code pads the features at the end of
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import diffusers
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import WanTransformer3DModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  pipelines find the load method through it
 from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 from diffusers.utils import apply_lora_scale
 
 from more4d.errors import InputError
 
 LATENT_CHANNELS = 16
+WAN_BLOCK_DIFFUSERS = "0.42"  # the diffusers release line whose Wan block forward STraGTransformerBlock follows
 STRAG_IN_CHANNELS = 4 * LATENT_CHANNELS  # noisy | image condition | start slot | depth
 
 # Wan2.1-I2V-14B layout as the authors' STraG uses it (docs/method.md, "4D-STraG transformer"), MPM on OmniMAE ViT-B features.
@@ -94,15 +98,27 @@ class MAdaNorm(nn.Module):
         return torch.addcmul(shift, h, 1 + scale).view(b, n, d)
 
 
+def check_wan_block_version(version: str = diffusers.__version__) -> bool:
+    """Whether `version` of diffusers is the release line `STraGTransformerBlock.forward` follows; warns if not."""
+    follows = ".".join(version.split(".")[:2]) == WAN_BLOCK_DIFFUSERS
+    if not follows:
+        warnings.warn(f"STraGTransformerBlock re-implements the Wan block forward of diffusers {WAN_BLOCK_DIFFUSERS}.x; "
+                      f"with diffusers {version} check that it still matches (tests/test_models_strag.py)", stacklevel=2)
+    return follows
+
+
 class STraGTransformerBlock(WanTransformerBlock):
     """A stock `WanTransformerBlock` plus two MAdaNorms (before self-attention and before the FFN).
 
-    Without `motion` it is the parent's forward; with it, the same steps via the parent's submodules, with
-    the two modulations inserted (Wan2.1 `temb (B, 6, D)` only).
+    Without `motion` it is the parent's forward. With it, `forward` re-implements diffusers'
+    `WanTransformerBlock.forward` (release line `WAN_BLOCK_DIFFUSERS`) step for step with the parent's submodules and
+    inserts the two modulations (Wan2.1 `temb (B, 6, D)` only); with the MPM at rest the two agree bit for bit
+    (tests/test_models_strag.py), and another diffusers release line is warned about at construction.
     """
 
     def __init__(self, dim: int, ffn_dim: int, num_heads: int, qk_norm: str | None, cross_attn_norm: bool,
                  eps: float, added_kv_proj_dim: int | None, motion_feature_dim: int):
+        check_wan_block_version()
         super().__init__(dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps, added_kv_proj_dim)
         self.motion_norm1 = MAdaNorm(motion_feature_dim, dim)
         self.motion_norm3 = MAdaNorm(motion_feature_dim, dim)

@@ -4,6 +4,7 @@
 >>> result = pipe("photo.jpg", "a dog runs to the left", cameras=["orbit", "dolly"], seed=0)
 >>> result.scene, [v.frames.shape for v in result.videos]     # one Scene4D, one ViSMOutput per camera path
 >>> pipe.render(result.scene, "spiral")                         # more paths, same scene, no regeneration
+>>> pipe.save_pretrained("my_more4d"); MoRe4DPipeline.from_pretrained("my_more4d")   # strag/, vism/, model_index.json
 
 Each stage loads on first use. At full scale the two 14B transformers never sit in memory together: the
 STraG models are released before ViSM loads (and the other way round); the text encoder is shared.
@@ -11,21 +12,29 @@ STraG models are released before ViSM loads (and the other way round); the text 
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from more4d.errors import InputError
-from more4d.pipelines.vism import CameraLike, ViSMOutput, ViSMPipeline, preset_defaults
+from more4d.pipelines.schedulers import scheduler_shift
+from more4d.pipelines.vism import CameraLike, ViSMOutput, ViSMPipeline, call_defaults, preset_defaults
 from more4d.scene import Scene4D
 
 MemoryMode = Literal["full", "model_cpu_offload", "low_vram", "sequential_cpu_offload"]
 MEMORY_MODES: tuple[str, ...] = ("full", "model_cpu_offload", "low_vram", "sequential_cpu_offload")
 STRAG_ONLY = ("vae", "motion_vae", "transformer", "motion_encoder")  # released before ViSM loads at full scale
 VISM_ONLY = ("vae", "transformer", "image_encoder")
+MODEL_INDEX = "model_index.json"
+# the ViSM folder of a saved two-stage pipeline leaves these out: they are the STraG folder's
+SHARED = ("text_encoder", "tokenizer")
 
 
 @dataclass
@@ -57,20 +66,23 @@ class MoRe4DPipeline:
     scale).
     """
 
-    def __init__(self, preset: str = "tiny", weights_dir: str | os.PathLike | None = None,
+    def __init__(self, preset: str | None = "tiny", weights_dir: str | os.PathLike | None = None,
                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                 memory_mode: MemoryMode = "full", keep_both: bool | None = None) -> None:
+                 memory_mode: MemoryMode = "full", keep_both: bool | None = None, *,
+                 pretrained: str | os.PathLike | None = None) -> None:
         from more4d.weights import get_preset, resolve_device, resolve_dtype
 
-        spec = get_preset(preset)
+        if pretrained is None:
+            preset = get_preset(preset).name
         if memory_mode not in MEMORY_MODES:
             raise InputError(f"memory_mode must be one of {MEMORY_MODES}, got {memory_mode!r}")
         self.device = resolve_device(device)
         if memory_mode != "full" and self.device.type != "cuda":
             raise InputError(f"memory_mode {memory_mode!r} needs a CUDA device, got {str(self.device)!r}")
         self.dtype = resolve_dtype(dtype, self.device)
-        self.preset, self.weights_dir, self.memory_mode = spec.name, weights_dir, memory_mode
-        self.keep_both = spec.name == "tiny" if keep_both is None else keep_both
+        self.preset, self.weights_dir, self.memory_mode = preset, weights_dir, memory_mode
+        self.pretrained = None if pretrained is None else Path(pretrained)
+        self.keep_both = preset == "tiny" if keep_both is None else keep_both
         self._strag: Any = None
         self._vism: ViSMPipeline | None = None
 
@@ -83,6 +95,49 @@ class MoRe4DPipeline:
 
         check_weights(preset, weights_dir)
         return cls(preset, weights_dir, device, dtype, memory_mode)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device | None = None,
+                        dtype: str | torch.dtype | None = None, memory_mode: MemoryMode = "full",
+                        keep_both: bool | None = None) -> MoRe4DPipeline:
+        """A pipeline written by `save_pretrained`: `folder/model_index.json` with the STraG pipeline in `strag/`
+        and the ViSM one in `vism/` (which shares the STraG text encoder). Models load on first use."""
+        index = read_model_index(folder)
+        if index.get("_class_name") != cls.__name__:
+            raise InputError(f"{str(folder)!r} holds a {index.get('_class_name')!r}, not a {cls.__name__}; load it "
+                             f"with that class's from_pretrained")
+        for stage in ("strag", "vism"):
+            read_model_index(Path(folder) / stage)
+        return cls(index.get("preset"), None, device, dtype, memory_mode, keep_both, pretrained=folder)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write both stages as diffusers pipelines (`strag/`, `vism/` without the shared text encoder) and a
+        `model_index.json`; `from_pretrained` reads them back. Refuses a folder that exists and is not empty; a
+        failed save leaves nothing behind."""
+        out = Path(save_directory)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise InputError(f"{str(out)!r} exists and is not an empty folder; save into a new one")
+        partial = out.with_name(out.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            self.strag.save_pretrained(partial / "strag")
+            vism = self.vism
+            shared = {name: getattr(vism, name) for name in SHARED}
+            vism.register_modules(**dict.fromkeys(SHARED))
+            try:
+                vism.save_pretrained(partial / "vism")
+            finally:
+                vism.register_modules(**shared)
+            index = {"_class_name": type(self).__name__, "preset": self.preset,
+                     "strag": ["more4d.pipelines.strag", "STraGPipeline"],
+                     "vism": ["more4d.pipelines.vism", "ViSMPipeline"]}
+            (partial / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+            if out.exists():
+                out.rmdir()
+            partial.rename(out)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
 
     # -- stages ------------------------------------------------------------------------------------------------------
     def _load_device(self) -> torch.device:
@@ -98,8 +153,12 @@ class MoRe4DPipeline:
             if self._vism is not None and not self.keep_both:
                 self._vism.release(*VISM_ONLY)
                 self._vism = None
-            self._strag = STraGPipeline.from_preset(self.preset, self.weights_dir, device=self._load_device(),
-                                                    dtype=self.dtype)
+            if self.pretrained is not None:
+                self._strag = STraGPipeline.from_pretrained(self.pretrained / "strag", dtype=self.dtype)
+                self._strag.to(self._load_device())
+            else:
+                self._strag = STraGPipeline.from_preset(self.preset, self.weights_dir, device=self._load_device(),
+                                                        dtype=self.dtype)
             apply_memory_mode(self._strag, self.memory_mode, self.device, self.dtype)
         return self._strag
 
@@ -113,14 +172,28 @@ class MoRe4DPipeline:
                 if not self.keep_both:
                     self._strag.release(*STRAG_ONLY, "depth_estimator")
                     self._strag = None
-            self._vism = ViSMPipeline.from_preset(self.preset, self.weights_dir, device=self._load_device(),
-                                                  dtype=self.dtype, text_encoder=text_encoder, tokenizer=tokenizer)
+            if self.pretrained is not None:
+                if text_encoder is None:
+                    text_encoder, tokenizer = (load_saved_component(self.pretrained / "strag", name, self.dtype)
+                                               for name in SHARED)
+                self._vism = ViSMPipeline.from_pretrained(self.pretrained / "vism", text_encoder=text_encoder,
+                                                          tokenizer=tokenizer, dtype=self.dtype)
+                self._vism.to(self._load_device())
+            else:
+                self._vism = ViSMPipeline.from_preset(self.preset, self.weights_dir, device=self._load_device(),
+                                                      dtype=self.dtype, text_encoder=text_encoder, tokenizer=tokenizer)
             apply_memory_mode(self._vism, self.memory_mode, self.device, self.dtype)
         return self._vism
 
     @property
     def vism_defaults(self) -> dict[str, Any]:
-        """The preset's ViSM settings, known without loading the models."""
+        """The ViSM settings (the preset's, or the saved pipeline's), known without loading the models."""
+        if self._vism is not None:
+            return {**self._vism.defaults, "shift": scheduler_shift(self._vism.scheduler)}
+        if self.pretrained is not None:
+            folder = self.pretrained / "vism"
+            scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+            return {**read_model_index(folder)["defaults"], "shift": scheduler["shift"]}
         return preset_defaults(self.preset)
 
     # -- calls -------------------------------------------------------------------------------------------------------
@@ -135,7 +208,7 @@ class MoRe4DPipeline:
         and load nothing.
         """
         if kwargs.get("render_only") or kwargs.get("inpaint", self.vism_defaults["inpaint"]) == "pushpull":
-            return ViSMPipeline(defaults=self.vism_defaults)(scene, camera, **kwargs)
+            return ViSMPipeline(defaults=call_defaults(self.vism_defaults))(scene, camera, **kwargs)
         return self.vism(scene, camera, **kwargs)
 
     def __call__(self, image: Any, prompt: str, cameras: Sequence[CameraLike] = ("orbit",), *,
@@ -172,3 +245,23 @@ def _progress(callback: Callable[[str, int, int], None], stage: str, total: int)
         return tensors
 
     return on_step
+
+
+def read_model_index(folder: str | os.PathLike) -> dict[str, Any]:
+    """The `model_index.json` of a saved pipeline folder; `InputError` naming what is wrong otherwise."""
+    file = Path(folder) / MODEL_INDEX
+    if not file.is_file():
+        raise InputError(f"{str(folder)!r} is not a saved pipeline: {MODEL_INDEX} is missing")
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{str(file)!r} is not valid JSON: {exc}") from None
+
+
+def load_saved_component(folder: Path, name: str, dtype: torch.dtype) -> Any:
+    """Load one component of a saved diffusers pipeline folder by the class its `model_index.json` names."""
+    library, class_name = read_model_index(folder)[name]
+    cls = getattr(importlib.import_module(library), class_name)
+    if issubclass(cls, torch.nn.Module):
+        return cls.from_pretrained(folder / name, dtype=dtype).eval().requires_grad_(False)
+    return cls.from_pretrained(folder / name)

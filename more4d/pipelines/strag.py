@@ -11,16 +11,14 @@ The model has no visibility channel: `Scene4D.visibility` is True for every trac
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
 from more4d.depth import DepthEstimator, GivenDepth, resize_depth
 from more4d.errors import InputError
@@ -36,17 +34,35 @@ from more4d.geometry import (
 )
 from more4d.io import load_image
 from more4d.models.motion_vae import wan_encode
+from more4d.models.strag_transformer import LATENT_CHANNELS
 from more4d.models.text_encoder import check_prompts, encode_prompt
+from more4d.pipelines.base import StagePipeline
 from more4d.pipelines.cpu_speedups import use_onednn_conv3d
+from more4d.pipelines.schedulers import FlowScheduler, make_scheduler, scheduler_shift, with_shift
 from more4d.scene import Scene4D
 
-SchedulerName = Literal["euler", "unipc"]
-SCHEDULERS = ("euler", "unipc")
 BUCKET_MULTIPLE = 16  # VAE (8) x patch (2)
 MAX_FRAMES = 257
-NUM_TRAIN_TIMESTEPS = 1000
-LATENT_CHANNELS = 16
-DEFAULTS = dict(num_frames=17, num_inference_steps=10, guidance_scale=4.0, shift=5.0, scheduler="euler")
+MAX_STEPS = 1000
+# what `__call__` uses when an argument is not given; presets override them (`Preset.strag_defaults`, whose
+# "scheduler" and "shift" choose the pipeline's scheduler instead)
+DEFAULTS = dict(num_frames=17, num_inference_steps=10, guidance_scale=4.0)
+SCHEDULER_DEFAULTS = dict(scheduler="euler", shift=5.0)
+
+
+def preset_defaults(preset: str) -> dict[str, Any]:
+    """The STraG settings of a weights preset: `DEFAULTS` and `SCHEDULER_DEFAULTS` updated by
+    `Preset.strag_defaults` (no model is loaded)."""
+    from more4d.weights import get_preset
+
+    return {**DEFAULTS, **SCHEDULER_DEFAULTS, **get_preset(preset).strag_defaults}
+
+
+def split_defaults(defaults: dict[str, Any]) -> tuple[dict[str, Any], FlowScheduler]:
+    """Preset settings -> (the call defaults, the scheduler their "scheduler" and "shift" name)."""
+    call = {k: v for k, v in defaults.items() if k not in SCHEDULER_DEFAULTS}
+    sched = {**SCHEDULER_DEFAULTS, **{k: v for k, v in defaults.items() if k in SCHEDULER_DEFAULTS}}
+    return call, make_scheduler(sched["scheduler"], sched["shift"])
 
 
 # 1) inputs -------------------------------------------------------------------------------------------------------
@@ -105,16 +121,6 @@ def crop_resize(x: torch.Tensor, crop: Sequence[int], size: Sequence[int], mode:
     return y[0].permute(1, 2, 0).clamp(0, 1).contiguous()
 
 
-def make_scheduler(name: str, shift: float) -> FlowMatchEulerDiscreteScheduler | UniPCMultistepScheduler:
-    """A fresh flow-matching scheduler: "euler" (FlowMatch Euler) or "unipc" (UniPC, flow prediction)."""
-    if name == "euler":
-        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=shift)
-    if name == "unipc":
-        return UniPCMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, prediction_type="flow_prediction",
-                                       use_flow_sigmas=True, flow_shift=shift)
-    raise InputError(f"`scheduler` must be one of {SCHEDULERS}, got {name!r}")
-
-
 def depth_condition(depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Depth `(H, W)` -> `(H, W)` in [-1, 1] by min-max over valid pixels (invalid pixels -> 1, the far end)."""
     z = depth[valid]
@@ -142,42 +148,76 @@ def encode_conditions(vae: torch.nn.Module, images: torch.Tensor, depth: torch.T
     return torch.cat([z[:B], torch.zeros_like(z[:B]), z[B:]], dim=1)
 
 
-class STraGPipeline(DiffusionPipeline):
+class STraGPipeline(StagePipeline):
     """Image + prompt -> Scene4D with the 4D-STraG trajectory generator.
 
     Components: `tokenizer`, `text_encoder`, `vae` (the RGB Wan VAE: encodes the image and depth conditions),
     `motion_vae` (MotionVAE: decodes motion), `transformer` (STraGTransformer), `motion_encoder` (MPM feature
-    extractor), `image_encoder` (CLIP vision, needed only when the transformer has image cross-attention, as the 14B
-    I2V/Control base does), plus a plain `depth_estimator` (any `DepthEstimator`, or None when callers always pass
-    `depth=`).
+    extractor), `scheduler` (flow matching: FlowMatch Euler or UniPC), and optionally `image_encoder` (CLIP vision,
+    needed only when the transformer has image cross-attention, as the 14B I2V/Control base does) and
+    `depth_estimator` (any `DepthEstimator`; `save_pretrained` keeps it when it is a diffusers model, as the tiny one
+    is; without one, callers pass `depth=`). Config: `resolution` (the training size inputs are bucketed to),
+    `defaults` (call defaults), `fps`, `preset`, `vae_tiling` (on at full scale).
 
     >>> pipe = STraGPipeline.from_preset("tiny")
     >>> scene = pipe("photo.jpg", "a dog runs to the left", num_frames=17, seed=0)
+    >>> pipe.save_pretrained("my_strag"); STraGPipeline.from_pretrained("my_strag")   # the same scene again
     """
 
     model_cpu_offload_seq = "text_encoder->image_encoder->vae->motion_encoder->transformer->motion_vae"
-    _optional_components = ("image_encoder",)
+    _optional_components = ["scheduler", "image_encoder", "depth_estimator"]
+    _exclude_from_cpu_offload = ["depth_estimator"]
     _callback_tensor_inputs = ("latents", "noise_pred", "prompt_embeds", "negative_prompt_embeds")
 
     def __init__(self, tokenizer: Any, text_encoder: torch.nn.Module, vae: torch.nn.Module,
                  motion_vae: torch.nn.Module, transformer: torch.nn.Module, motion_encoder: torch.nn.Module,
-                 image_encoder: torch.nn.Module | None = None, depth_estimator: DepthEstimator | None = None,
-                 resolution: tuple[int, int] = (256, 256), defaults: dict[str, Any] | None = None,
-                 fps: float = 8.0) -> None:
+                 scheduler: FlowScheduler | None = None, image_encoder: torch.nn.Module | None = None,
+                 depth_estimator: DepthEstimator | None = None,
+                 resolution: tuple[int, int] | list[int] = (256, 256), defaults: dict[str, Any] | None = None,
+                 fps: float = 8.0, preset: str | None = None, vae_tiling: bool = False) -> None:
         super().__init__()
+        unknown = set(defaults or {}) - set(DEFAULTS)
+        if unknown:
+            raise InputError(f"`defaults` takes {sorted(DEFAULTS)}, got {sorted(unknown)} (the scheduler is a "
+                             f"component: pass `scheduler=make_scheduler(name, shift)`)")
+        scheduler = make_scheduler(SCHEDULER_DEFAULTS["scheduler"], SCHEDULER_DEFAULTS["shift"]) \
+            if scheduler is None else scheduler
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, motion_vae=motion_vae,
-                              transformer=transformer, motion_encoder=motion_encoder, image_encoder=image_encoder)
+                              transformer=transformer, motion_encoder=motion_encoder, scheduler=scheduler,
+                              image_encoder=image_encoder, depth_estimator=depth_estimator)
+        self.register_to_config(resolution=[int(x) for x in resolution], defaults={**DEFAULTS, **(defaults or {})},
+                                fps=float(fps), preset=preset, vae_tiling=False)
         for module in (vae, motion_vae, transformer, motion_encoder):
             if module is not None:
                 use_onednn_conv3d(module)  # CPU only; no effect on CUDA
-        self.depth_estimator = depth_estimator
-        self.resolution = tuple(resolution)
-        self.defaults = {**DEFAULTS, **(defaults or {})}
-        # weights converted from the authors' checkpoints use their motion normalisation constants
-        self.seed_compat = bool(getattr(transformer.config, "seed_compat", False))
-        self.fps = fps
-        self._interrupt = False
-        self.preset = None
+        if vae_tiling:
+            self.enable_vae_tiling()
+        # read once: `release_stages` frees the transformer before the motion is decoded
+        self._seed_compat = bool(getattr(getattr(transformer, "config", None), "seed_compat", False))
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """`(H, W)` the models were trained at; inputs are bucketed to about this area."""
+        return tuple(self.config.resolution)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """What `__call__` uses for `num_frames`, `num_inference_steps` and `guidance_scale` when not given."""
+        return dict(self.config.defaults)
+
+    @property
+    def fps(self) -> float:
+        return float(self.config.fps)
+
+    @property
+    def preset(self) -> str | None:
+        """The weights preset the pipeline was built from (recorded in each scene's metadata)."""
+        return self.config.preset
+
+    @property
+    def seed_compat(self) -> bool:
+        """Weights converted from the authors' checkpoints use their motion normalisation constants."""
+        return self._seed_compat
 
     @classmethod
     def from_preset(cls, preset: str = "tiny", weights_dir: str | os.PathLike | None = None,
@@ -190,50 +230,22 @@ class STraGPipeline(DiffusionPipeline):
         if comps["transformer"].config.image_dim:
             comps["image_encoder"] = load_components(preset, weights_dir, device=device, dtype=dtype,
                                                      only=("vism_image_encoder",))["vism_image_encoder"]
-        pipe = cls(depth_estimator=comps.pop("depth"), resolution=spec.resolution, defaults=spec.strag_defaults,
-                   fps=spec.fps, **comps)
-        pipe.preset = spec.name
-        if spec.vae_tiling:
-            pipe.enable_vae_tiling()
-        return pipe
+        defaults, scheduler = split_defaults(spec.strag_defaults)
+        return cls(depth_estimator=comps.pop("depth"), scheduler=scheduler, resolution=spec.resolution,
+                   defaults=defaults, fps=spec.fps, preset=spec.name, vae_tiling=spec.vae_tiling, **comps)
 
     # -- memory options ------------------------------------------------------------------------------------------
-    @property
-    def interrupt(self) -> bool:
-        return self._interrupt
-
     def enable_vae_tiling(self) -> None:
-        """Encode the conditions and decode the motion in spatial tiles (lower peak memory at large sizes)."""
+        """Encode the conditions and decode the motion in spatial tiles (lower peak memory at large sizes); saved
+        with the pipeline."""
         for vae in (self.vae, self.motion_vae.vae):
             vae.enable_tiling()
+        self.register_to_config(vae_tiling=True)
 
     def enable_vae_slicing(self) -> None:
         """Run the VAEs one batch element at a time (the two conditions are encoded as a batch of 2)."""
         for vae in (self.vae, self.motion_vae.vae):
             vae.enable_slicing()
-
-    def compile_transformer(self) -> None:
-        """`torch.compile` the transformer's repeated blocks (on an H100 the 14B STraG forward went from 0.735 s to
-        0.548 s; bench/RESULTS.md). The first call compiles (about a minute at full scale)."""
-        self.transformer.compile_repeated_blocks(fullgraph=True)
-
-    def set_attention_backend(self, backend: str) -> None:
-        """Attention backend of the transformer, e.g. "native" (SDPA), "flash", "_native_cudnn", "sage"."""
-        self.transformer.set_attention_backend(backend)
-
-    def release(self, *names: str) -> None:
-        """Free stage models (all when no name is given): e.g. `release("text_encoder")` after encoding."""
-        names = names or (*self.components, "depth_estimator")
-        for name in names:
-            if name == "depth_estimator":
-                self.depth_estimator = None
-            elif name in self.components:
-                self.register_modules(**{name: None})
-            else:
-                raise InputError(f"unknown component {name!r}; expected one of {sorted(self.components)}")
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
     # -- stages --------------------------------------------------------------------------------------------------
     def prepare_image(self, image: Any, depth: Any = None, resolution: tuple[int, int] | None = None
@@ -316,8 +328,8 @@ class STraGPipeline(DiffusionPipeline):
         prompt_embeds: torch.Tensor,
         negative_prompt_embeds: torch.Tensor | None = None,
         *,
-        scheduler: FlowMatchEulerDiscreteScheduler | UniPCMultistepScheduler,
         num_inference_steps: int,
+        scheduler: FlowScheduler | None = None,
         guidance_scale: float = 1.0,
         motion_features: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
@@ -333,6 +345,7 @@ class STraGPipeline(DiffusionPipeline):
             motion_features: `(1, C, hf, wf)` MPM features or None (MPM off). image_embeds: `(1, 257, D)` CLIP
                 tokens when the transformer has image cross-attention. ref_latents: `(1, 16, h, w)` seed-compat
                 reference latent (None: zeros, as the authors' trainer feeds it).
+            scheduler: default `self.scheduler`.
             on_step: `fn(i, t, latents, noise_pred, x0, last) -> latents` after every step.
         Returns:
             (latents, the last clean estimate x0, steps done); stops early when `self.interrupt` is set.
@@ -350,6 +363,7 @@ class STraGPipeline(DiffusionPipeline):
             return None if x is None else x.to(latents.device, tdtype).expand(batch, *x.shape[1:])
 
         features, clip, ref = shared(motion_features), shared(image_embeds), shared(ref_latents)
+        scheduler = self.scheduler if scheduler is None else scheduler
         scheduler.set_timesteps(num_inference_steps, device=latents.device)
         timesteps = scheduler.timesteps
         x0, steps_done = latents, 0
@@ -374,11 +388,80 @@ class STraGPipeline(DiffusionPipeline):
         return latents, x0, steps_done
 
     # -- main entry ----------------------------------------------------------------------------------------------
+    def check_inputs(self, prompt: Any, negative_prompt: Any, prompt_embeds: torch.Tensor | None,
+                     negative_prompt_embeds: torch.Tensor | None, num_frames: Any, num_inference_steps: Any,
+                     guidance_scale: Any, shift: Any, resolution: Any, preview_every: Any,
+                     callback_on_step_end_tensor_inputs: Sequence[str]) -> None:
+        """Raise `InputError` for any argument of `__call__` out of range (the CLI and the app call the same rules)."""
+        if (prompt is None) == (prompt_embeds is None):
+            raise InputError("pass exactly one of `prompt` and `prompt_embeds`")
+        if prompt is not None:
+            check_prompt(prompt)
+        check_prompt(negative_prompt, "negative_prompt", allow_empty=True)
+        for name, embeds in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
+            if embeds is not None and (not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or len(embeds) != 1):
+                raise InputError(f"`{name}` must be a tensor (1, L, text_dim), got "
+                                 f"{tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__}")
+        check_num_frames(num_frames)
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)) \
+                or not 1 <= num_inference_steps <= MAX_STEPS:
+            raise InputError(f"`num_inference_steps` must be an integer in [1, {MAX_STEPS}], got {num_inference_steps!r}")
+        if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise InputError(f"`guidance_scale` must be a finite number >= 0, got {guidance_scale!r}")
+        if shift is not None and (not isinstance(shift, (int, float)) or not math.isfinite(shift) or shift <= 0):
+            raise InputError(f"`shift` must be a finite number > 0, got {shift!r}")
+        if resolution is not None and (len(resolution) != 2 or min(resolution) < BUCKET_MULTIPLE):
+            raise InputError(f"`resolution` must be (H, W) with sides >= {BUCKET_MULTIPLE}, got {resolution!r}")
+        if preview_every is not None and (not isinstance(preview_every, int) or preview_every < 1):
+            raise InputError(f"`preview_every` must be a positive int or None, got {preview_every!r}")
+        bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if bad:
+            raise InputError(f"`callback_on_step_end_tensor_inputs` must be among {self._callback_tensor_inputs}, "
+                             f"got {sorted(bad)}")
+        missing = [n for n in ("vae", "transformer", "motion_vae", "motion_encoder", "scheduler")
+                   if getattr(self, n) is None]
+        if missing:
+            raise InputError(f"this pipeline has no {', '.join(missing)} (released by `release`?); build a new one")
+
+    def encode_prompt(self, prompt: str | None, negative_prompt: str, do_classifier_free_guidance: bool,
+                      device: torch.device, prompt_embeds: torch.Tensor | None = None,
+                      negative_prompt_embeds: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(prompt_embeds, negative_prompt_embeds)`, each `(1, L, text_dim)`; given embeddings are used as they
+        are, the others encoded (together, in one batch). The negative is None without guidance."""
+        texts = []
+        if prompt_embeds is None:
+            texts.append(prompt)
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            texts.append(negative_prompt)
+        if texts:
+            if self.text_encoder is None or self.tokenizer is None:
+                raise InputError("this pipeline has no text encoder: pass `prompt_embeds` (and "
+                                 "`negative_prompt_embeds` with guidance)")
+            encoded = list(self.encode_text(texts, device).split(1))
+            prompt_embeds = encoded.pop(0) if prompt_embeds is None else prompt_embeds
+            if do_classifier_free_guidance and negative_prompt_embeds is None:
+                negative_prompt_embeds = encoded.pop(0)
+        return prompt_embeds.to(device), (negative_prompt_embeds.to(device) if do_classifier_free_guidance else None)
+
+    def prepare_latents(self, num_frames: int, height: int, width: int, device: torch.device,
+                        generator: torch.Generator | None = None, latents: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+        """Initial noise `(1, 16, (num_frames - 1) / 4 + 1, height / 8, width / 8)` float32 on `device`, drawn on
+        the CPU (the same seed gives the same scene on any device); given `latents` are checked and used."""
+        shape = (1, LATENT_CHANNELS, (num_frames - 1) // 4 + 1, height // 8, width // 8)
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise InputError(f"`latents` must have shape {shape} for {num_frames} frames at {height}x{width}, "
+                                 f"got {tuple(latents.shape)}")
+            return latents.to(device=device, dtype=torch.float32)
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+
     @torch.no_grad()
     def __call__(
         self,
         image: Any,
-        prompt: str,
+        prompt: str | None = None,
         negative_prompt: str = "",
         num_frames: int | None = None,
         num_inference_steps: int | None = None,
@@ -386,8 +469,10 @@ class STraGPipeline(DiffusionPipeline):
         shift: float | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
-        scheduler: SchedulerName | None = None,
         depth: Any = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
         callback_on_step_end: Callable[[STraGPipeline, int, torch.Tensor, dict], dict | None] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         preview_every: int | None = None,
@@ -400,11 +485,15 @@ class STraGPipeline(DiffusionPipeline):
             image: path, PIL image, array or tensor `(H, W, 3)`; any size (bucketed to ~the model's resolution,
                 multiples of 16, centre-cropped; K follows).
             prompt / negative_prompt: motion description / what to avoid (CFG; ignored when guidance <= 1).
-            num_frames: 4k+1 frames. num_inference_steps, guidance_scale, shift, scheduler ("euler" | "unipc"):
-                default to the preset's values (`self.defaults`).
+            num_frames: 4k+1 frames. num_inference_steps, guidance_scale: default to `self.defaults`.
+            shift: the scheduler's timestep shift for this call (default: `self.scheduler`'s own).
             generator / seed: noise source (a CPU generator; `seed` is shorthand; default seed 0).
             depth: optional metric depth `(H, W)` of the input image (array, tensor, `.npy` path) or a
                 `DepthEstimator`; default: `self.depth_estimator`.
+            latents: initial noise `(1, 16, (num_frames - 1) / 4 + 1, h / 8, w / 8)` for the bucketed size
+                (default: drawn from `generator`).
+            prompt_embeds / negative_prompt_embeds: `(1, L, text_dim)` text embeddings in place of `prompt` /
+                `negative_prompt` (see `encode_prompt`).
             callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict | None`, called after every
                 step; kwargs hold the tensors named in `callback_on_step_end_tensor_inputs` (whitelist
                 `_callback_tensor_inputs`) and, every `preview_every` steps, "preview": a Scene4D decoded from the
@@ -417,26 +506,16 @@ class STraGPipeline(DiffusionPipeline):
         """
         # 1. check inputs
         d = self.defaults
-        prompt = check_prompt(prompt)
+        num_frames = d["num_frames"] if num_frames is None else num_frames
+        num_inference_steps = d["num_inference_steps"] if num_inference_steps is None else num_inference_steps
+        guidance_scale = d["guidance_scale"] if guidance_scale is None else guidance_scale
+        self.check_inputs(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_frames,
+                          num_inference_steps, guidance_scale, shift, resolution, preview_every,
+                          callback_on_step_end_tensor_inputs)
+        prompt = "" if prompt is None else check_prompt(prompt)
         negative_prompt = check_prompt(negative_prompt, "negative_prompt", allow_empty=True)
-        num_frames = check_num_frames(d["num_frames"] if num_frames is None else num_frames)
-        steps = int(d["num_inference_steps"] if num_inference_steps is None else num_inference_steps)
-        guidance_scale = float(d["guidance_scale"] if guidance_scale is None else guidance_scale)
-        shift = float(d["shift"] if shift is None else shift)
-        scheduler_name = d["scheduler"] if scheduler is None else scheduler
-        if not 1 <= steps <= 1000:
-            raise InputError(f"`num_inference_steps` must be in [1, 1000], got {num_inference_steps}")
-        if not math.isfinite(guidance_scale) or guidance_scale < 0:
-            raise InputError(f"`guidance_scale` must be a finite number >= 0, got {guidance_scale}")
-        if not math.isfinite(shift) or shift <= 0:
-            raise InputError(f"`shift` must be a finite number > 0, got {shift}")
-        bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if bad:
-            raise InputError(f"`callback_on_step_end_tensor_inputs` must be among {self._callback_tensor_inputs}, "
-                             f"got {sorted(bad)}")
-        if preview_every is not None and (not isinstance(preview_every, int) or preview_every < 1):
-            raise InputError(f"`preview_every` must be a positive int or None, got {preview_every!r}")
-        sched = make_scheduler(scheduler_name, shift)
+        guidance_scale = float(guidance_scale)
+        scheduler = with_shift(self.scheduler, shift)
         if generator is None:
             seed = 0 if seed is None else int(seed)
             generator = torch.Generator("cpu").manual_seed(seed)
@@ -445,27 +524,20 @@ class STraGPipeline(DiffusionPipeline):
         self._interrupt = False
 
         # 2. image -> depth + K (bucketed)
-        if resolution is not None and (len(resolution) != 2 or min(resolution) < BUCKET_MULTIPLE):
-            raise InputError(f"`resolution` must be (H, W) with sides >= {BUCKET_MULTIPLE}, got {resolution!r}")
-        if any(getattr(self, n) is None for n in ("text_encoder", "vae", "transformer", "motion_vae",
-                                                  "motion_encoder")):
-            raise InputError("this pipeline's models were released (`release`); build a new pipeline")
         image_t, depth_t, K, info = self.prepare_image(image, depth, resolution)
         h, w = image_t.shape[:2]
-        f_lat = (num_frames - 1) // 4 + 1
 
         # 3. text, conditions, MPM features
-        embeds = self.encode_text([prompt, negative_prompt] if do_cfg else [prompt], device)
-        prompt_embeds, negative_prompt_embeds = embeds[:1], (embeds[1:] if do_cfg else None)
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt, negative_prompt, do_cfg, device, prompt_embeds, negative_prompt_embeds)
         cond = self.encode_conditions(image_t, depth_t, num_frames, device)
         features = self.motion_features(image_t, device)
         clip = self.image_tokens(image_t, device)
         if release_stages:
             self.release("depth_estimator", "text_encoder", "image_encoder", "vae", "motion_encoder")
 
-        # 4. noise (drawn on the CPU: the same seed gives the same scene on any device)
-        shape = (1, LATENT_CHANNELS, f_lat, h // 8, w // 8)
-        latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+        # 4. noise
+        latents = self.prepare_latents(num_frames, h, w, device, generator, latents)
 
         # 5. denoise
         def on_step(i: int, t: torch.Tensor, latents: torch.Tensor, noise_pred: torch.Tensor,
@@ -481,8 +553,9 @@ class STraGPipeline(DiffusionPipeline):
             return result.get("latents", latents)
 
         latents, x0, steps_done = self.denoise(
-            latents, cond, prompt_embeds, negative_prompt_embeds, scheduler=sched, num_inference_steps=steps,
-            guidance_scale=guidance_scale, motion_features=features, image_embeds=clip, on_step=on_step,
+            latents, cond, prompt_embeds, negative_prompt_embeds, scheduler=scheduler,
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, motion_features=features,
+            image_embeds=clip, on_step=on_step,
         )
 
         # 6. decode -> Scene4D
@@ -491,9 +564,10 @@ class STraGPipeline(DiffusionPipeline):
         final = x0 if self.interrupt else latents
         metadata = dict(
             model="more4d.STraGPipeline", preset=self.preset, prompt=prompt, negative_prompt=negative_prompt,
-            num_frames=num_frames, num_inference_steps=steps, steps_done=steps_done, guidance_scale=guidance_scale,
-            shift=shift, scheduler=scheduler_name, seed=seed, cfg=do_cfg, seed_compat=self.seed_compat,
-            interrupted=self.interrupt, visibility="valid frame-0 depth (the model predicts no visibility)", **info,
+            num_frames=num_frames, num_inference_steps=int(num_inference_steps), steps_done=steps_done,
+            guidance_scale=guidance_scale, shift=scheduler_shift(scheduler), scheduler=type(scheduler).__name__,
+            seed=seed, cfg=do_cfg, seed_compat=self.seed_compat, interrupted=self.interrupt,
+            visibility="valid frame-0 depth (the model predicts no visibility)", **info,
         )
         scene = self.decode_scene(final, image_t, depth_t, K, prompt, metadata)
         self.maybe_free_model_hooks()

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -18,7 +17,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -27,7 +25,9 @@ from more4d.errors import InputError
 from more4d.geometry import fov_from_intrinsics
 from more4d.models.text_encoder import encode_prompt
 from more4d.models.vism import LATENT_CHANNELS, TEXT_CONTEXT_LEN, encode_clip_image
+from more4d.pipelines.base import StagePipeline
 from more4d.pipelines.cpu_speedups import use_onednn_conv3d
+from more4d.pipelines.schedulers import FlowScheduler, make_scheduler, with_shift
 from more4d.pipelines.vism_conditioning import (
     VAE_SCALE,
     ViSMCondition,
@@ -47,17 +47,25 @@ CameraLike = str | CameraPath | CameraTrajectory
 VISM_COMPONENTS = ("vae", "vism_transformer", "vism_image_encoder", "tokenizer", "text_encoder")
 Inpaint = Literal["model", "pushpull"]
 INPAINT_MODES = ("model", "pushpull")
-# presets override these (`Preset.vism_defaults`). `inpaint`: what fills the holes, the diffusion model or a
-# pixel-space push-pull fill (`fill_holes`, no model); `composite`: keep the render's pixels and take only the holes
-# from the model (off: the model regenerates the whole frame, as the paper does)
-DEFAULTS = dict(num_inference_steps=50, guidance_scale=6.0, shift=5.0, inpaint="model", composite=False)
+# what `__call__` uses when an argument is not given; presets override them (`Preset.vism_defaults`, whose "shift"
+# sets the scheduler's). `inpaint`: what fills the holes, the diffusion model or a pixel-space push-pull fill
+# (`fill_holes`, no model); `composite`: keep the render's pixels and take only the holes from the model (off: the
+# model regenerates the whole frame, as the paper does)
+DEFAULTS = dict(num_inference_steps=50, guidance_scale=6.0, inpaint="model", composite=False)
+DEFAULT_SHIFT = 5.0
 
 
 def preset_defaults(preset: str) -> dict[str, Any]:
-    """The ViSM settings of a weights preset: `DEFAULTS` updated by `Preset.vism_defaults` (no model is loaded)."""
+    """The ViSM settings of a weights preset: `DEFAULTS` and the shift, updated by `Preset.vism_defaults` (no model
+    is loaded)."""
     from more4d.weights import get_preset
 
-    return {**DEFAULTS, **get_preset(preset).vism_defaults}
+    return {**DEFAULTS, "shift": DEFAULT_SHIFT, **get_preset(preset).vism_defaults}
+
+
+def call_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
+    """Preset settings without the scheduler's shift: what `ViSMPipeline(defaults=...)` takes."""
+    return {k: v for k, v in defaults.items() if k != "shift"}
 
 
 @dataclass
@@ -110,7 +118,7 @@ def scene_image(scene: Scene4D) -> torch.Tensor:
     return scene.colors.reshape(scene.height, scene.width, 3).float()
 
 
-class ViSMPipeline(DiffusionPipeline):
+class ViSMPipeline(StagePipeline):
     """Scene4D + camera path(s) + prompt -> inpainted novel-view video(s), raw render and hole mask.
 
     Components (all optional for `render_only=True`): `transformer` (36-channel Wan-Fun-InP DiT), `vae`
@@ -123,16 +131,32 @@ class ViSMPipeline(DiffusionPipeline):
     _callback_tensor_inputs = ("latents", "prompt_embeds", "negative_prompt_embeds")
     _optional_components = ["transformer", "vae", "scheduler", "text_encoder", "tokenizer", "image_encoder"]
 
-    def __init__(self, transformer=None, vae=None, scheduler=None, text_encoder=None, tokenizer=None,
-                 image_encoder=None, defaults: dict[str, Any] | None = None) -> None:
+    def __init__(self, transformer: torch.nn.Module | None = None, vae: torch.nn.Module | None = None,
+                 scheduler: FlowScheduler | None = None, text_encoder: torch.nn.Module | None = None,
+                 tokenizer: Any = None, image_encoder: torch.nn.Module | None = None,
+                 defaults: dict[str, Any] | None = None, preset: str | None = None, vae_tiling: bool = False) -> None:
         super().__init__()
+        unknown = set(defaults or {}) - set(DEFAULTS)
+        if unknown:
+            raise InputError(f"`defaults` takes {sorted(DEFAULTS)}, got {sorted(unknown)} (the shift belongs to the "
+                             f"scheduler component)")
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=text_encoder,
                               tokenizer=tokenizer, image_encoder=image_encoder)
+        self.register_to_config(defaults={**DEFAULTS, **(defaults or {})}, preset=preset, vae_tiling=False)
         for module in (vae, transformer):
             if module is not None:
                 use_onednn_conv3d(module)  # CPU inference only; no effect on CUDA or with gradients
-        self.defaults = dict(DEFAULTS, **(defaults or {}))
-        self.preset = None
+        if vae_tiling:
+            self.enable_vae_tiling()
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """What `__call__` uses for steps, guidance, `inpaint` and `composite` when not given."""
+        return dict(self.config.defaults)
+
+    @property
+    def preset(self) -> str | None:
+        return self.config.preset
 
     @classmethod
     def from_preset(cls, preset: str = "tiny", weights_dir: str | os.PathLike | None = None,
@@ -144,7 +168,7 @@ class ViSMPipeline(DiffusionPipeline):
         A text encoder/tokenizer already loaded (e.g. by the STraG stage) can be passed to share it. The preset's LoRA
         file (`Preset.vism_lora`, more4d or the authors' kohya format), when present, is merged at `lora_weight`.
         """
-        from more4d.models.lora import load_lora, merge_lora
+        from more4d.models.lora import fuse_lora, load_lora
         from more4d.weights import get_preset, load_components
         from more4d.weights.presets import weights_folder
 
@@ -155,49 +179,57 @@ class ViSMPipeline(DiffusionPipeline):
         lora = weights_folder(spec, weights_dir) / spec.vism_lora if spec.vism_lora else None
         if lora is not None and lora.is_file():
             load_lora(comps["vism_transformer"], lora)
-            merge_lora(comps["vism_transformer"], lora_weight)
+            fuse_lora(comps["vism_transformer"], lora_weight)
         defaults = preset_defaults(spec.name)
-        pipe = cls(transformer=comps["vism_transformer"], vae=comps["vae"], image_encoder=comps["vism_image_encoder"],
+        return cls(transformer=comps["vism_transformer"], vae=comps["vae"], image_encoder=comps["vism_image_encoder"],
                    text_encoder=text_encoder or comps["text_encoder"], tokenizer=tokenizer or comps["tokenizer"],
-                   scheduler=FlowMatchEulerDiscreteScheduler(shift=defaults["shift"]), defaults=defaults)
-        pipe.preset = spec.name
-        if spec.vae_tiling:
-            pipe.enable_vae_tiling()
-        return pipe
+                   scheduler=make_scheduler("euler", defaults["shift"]), defaults=call_defaults(defaults),
+                   preset=spec.name, vae_tiling=spec.vae_tiling)
 
     # -- memory options ------------------------------------------------------------------------------------------
-    @property
-    def interrupt(self) -> bool:
-        return getattr(self, "_interrupt", False)
-
     def enable_vae_tiling(self) -> None:
-        """Encode/decode the VAE in spatial tiles (lower peak memory at large sizes)."""
-        self.vae.enable_tiling()
+        """Encode/decode the VAE in spatial tiles (lower peak memory at large sizes); saved with the pipeline."""
+        if self.vae is not None:
+            self.vae.enable_tiling()
+        self.register_to_config(vae_tiling=True)
 
-    def compile_transformer(self) -> None:
-        """`torch.compile` the transformer's repeated blocks (the same Wan blocks whose compiled forward is 25% faster
-        in the 14B STraG; bench/RESULTS.md). The first call compiles (about a minute at full scale)."""
-        self.transformer.compile_repeated_blocks(fullgraph=True)
-
-    def set_attention_backend(self, backend: str) -> None:
-        """Attention backend of the transformer, e.g. "native" (SDPA), "flash", "_native_cudnn", "sage"."""
-        self.transformer.set_attention_backend(backend)
-
-    def release(self, *names: str) -> None:
-        """Free models (all when no name is given), e.g. `release("text_encoder")` to hand it elsewhere."""
-        for name in names or tuple(self.components):
-            if name not in self.components:
-                raise InputError(f"unknown component {name!r}; expected one of {sorted(self.components)}")
-            self.register_modules(**{name: None})
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    def encode_prompt(self, prompts: list[str], device: torch.device) -> torch.Tensor:
+    def encode_text(self, prompts: list[str], device: torch.device) -> torch.Tensor:
         """Text embeddings `(B, 512, text_dim)`: the encoder's tokens (padding zeroed), zero-padded to 512
         (diffusers' Wan attention splits image from text tokens at 512 from the end)."""
         hidden = encode_prompt(self.tokenizer, self.text_encoder, prompts, device=device)[:, :TEXT_CONTEXT_LEN]
         return F.pad(hidden, (0, 0, 0, TEXT_CONTEXT_LEN - hidden.shape[1]))
+
+    def encode_prompt(self, prompt: str, negative_prompt: str, do_classifier_free_guidance: bool, batch_size: int,
+                      device: torch.device, prompt_embeds: torch.Tensor | None = None,
+                      negative_prompt_embeds: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(prompt_embeds, negative_prompt_embeds)`, each `(batch_size, 512, text_dim)`; given embeddings
+        (`(1 or batch_size, 512, text_dim)`) are used as they are, the others encoded. The negative is None without
+        guidance."""
+        def batched(embeds: torch.Tensor | None, text: str, name: str) -> torch.Tensor:
+            if embeds is None:
+                if self.text_encoder is None or self.tokenizer is None:
+                    raise InputError(f"this pipeline has no text encoder: pass `{name}`")
+                return self.encode_text([text], device).expand(batch_size, -1, -1)
+            if embeds.ndim != 3 or len(embeds) not in (1, batch_size) or embeds.shape[1] != TEXT_CONTEXT_LEN:
+                raise InputError(f"`{name}` must be (1 or {batch_size}, {TEXT_CONTEXT_LEN}, text_dim), "
+                                 f"got {tuple(embeds.shape)}")
+            return embeds.to(device).expand(batch_size, -1, -1)
+
+        positive = batched(prompt_embeds, prompt, "prompt_embeds")
+        negative = batched(negative_prompt_embeds, negative_prompt, "negative_prompt_embeds") \
+            if do_classifier_free_guidance else None
+        return positive, negative
+
+    def prepare_latents(self, shape: Sequence[int], device: torch.device, generator: torch.Generator | None = None,
+                        latents: torch.Tensor | None = None) -> torch.Tensor:
+        """Initial noise of `shape` `(B, 16, t, h, w)` float32 on `device`; given `latents` are checked and used."""
+        shape = tuple(shape)
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise InputError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}")
+            return latents.to(device=device, dtype=torch.float32)
+        return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
 
     def check_inputs(self, scene: Scene4D, height: int, width: int, render_only: bool, guidance_scale: float,
                      num_inference_steps: int, callback_on_step_end_tensor_inputs: Sequence[str],
@@ -212,7 +244,7 @@ class ViSMPipeline(DiffusionPipeline):
             if height <= 0 or width <= 0:
                 raise InputError(f"output size must be positive, got height={height}, width={width}")
             return
-        missing = [n for n in ("transformer", "vae", "scheduler", "text_encoder", "tokenizer", "image_encoder")
+        missing = [n for n in ("transformer", "vae", "scheduler", "image_encoder")
                    if getattr(self, n, None) is None]
         if missing:
             raise InputError(f"ViSMPipeline is missing components {missing}; load a model or use render_only=True")
@@ -247,6 +279,9 @@ class ViSMPipeline(DiffusionPipeline):
         inpaint: Inpaint | None = None,
         composite: bool | None = None,
         output_type: Literal["np", "pt"] = "np",
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ) -> ViSMOutput:
@@ -257,14 +292,17 @@ class ViSMPipeline(DiffusionPipeline):
             camera: preset name (`more4d.camera.PRESET_NAMES`), CameraPath, CameraTrajectory (resampled to the
                 scene's frame count if needed), or a list of them (a batch).
             prompt: text prompt (default: the scene's prompt); negative_prompt: for classifier-free guidance.
-            num_inference_steps, guidance_scale (CFG on text, off at <= 1), shift (flow shift): default to
-                `self.defaults` (the preset's); generator / seed: noise source (default seed 0).
+            num_inference_steps, guidance_scale (CFG on text, off at <= 1): default to `self.defaults` (the
+                preset's); shift: the scheduler's timestep shift for this call (default: its own); generator / seed:
+                noise source (default seed 0).
             height, width: output size (default: the scene's image size; multiples of 16 for the model).
             fps: frame rate recorded in the output (default: the scene's).
             render_only: skip the model and return the splat render as `frames`.
             inpaint: "model" (4D-ViSM's diffusion model) or "pushpull" (holes filled from their borders in pixel
                 space, no model). composite: keep the pixels the render covers and take only the holes from the
                 model, with a feathered seam. Both default to the preset's (`self.defaults`).
+            latents: initial noise `(B, 16, (T - 1) / 4 + 1, height / 8, width / 8)` (default: drawn).
+            prompt_embeds / negative_prompt_embeds: `(1 or B, 512, text_dim)` in place of the prompts.
             callback_on_step_end: `fn(pipe, step, timestep, tensors) -> dict` after each step (may replace latents).
         Returns:
             ViSMOutput(frames, render, mask, fps).
@@ -276,8 +314,7 @@ class ViSMPipeline(DiffusionPipeline):
             raise InputError(f"inpaint must be one of {INPAINT_MODES}, got {inpaint!r}")
         num_inference_steps = int(d["num_inference_steps"] if num_inference_steps is None else num_inference_steps)
         guidance_scale = float(d["guidance_scale"] if guidance_scale is None else guidance_scale)
-        shift = float(d["shift"] if shift is None else shift)
-        if not shift > 0 or shift == float("inf"):
+        if shift is not None and not 0 < shift < float("inf"):
             raise InputError(f"shift must be a finite number > 0, got {shift}")
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(0 if seed is None else int(seed))
@@ -312,20 +349,19 @@ class ViSMPipeline(DiffusionPipeline):
         prompt = scene.prompt if prompt is None else prompt
         dtype = self.transformer.dtype
         do_cfg = guidance_scale > 1.0
-        prompt_embeds = self.encode_prompt([prompt] * B, device).to(dtype)
-        negative_prompt_embeds = self.encode_prompt([negative_prompt] * B, device).to(dtype) if do_cfg else None
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt, negative_prompt, do_cfg, B, device, prompt_embeds, negative_prompt_embeds)
+        prompt_embeds = prompt_embeds.to(dtype)
+        negative_prompt_embeds = negative_prompt_embeds.to(dtype) if do_cfg else None
         image_embeds = encode_clip_image(self.image_encoder, scene_image(scene)[None].to(device))
         image_embeds = image_embeds.expand(B, -1, -1).to(device, dtype)
         cond: ViSMCondition = encode_condition(self.vae, render, hole)
         cond_latents = cond.latents.to(device, dtype)
 
         # 3. timesteps and noise
-        scheduler = self.scheduler
-        if shift != scheduler.config.get("shift", shift):
-            scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, shift=shift)
+        scheduler = with_shift(self.scheduler, shift)
         scheduler.set_timesteps(num_inference_steps, device=device)
-        shape = (B, LATENT_CHANNELS, *cond_latents.shape[2:])
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        latents = self.prepare_latents((B, LATENT_CHANNELS, *cond_latents.shape[2:]), device, generator, latents)
 
         # 4. denoising loop (CFG as two forwards, as diffusers' Wan pipelines do)
         self._interrupt = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from more4d.pipelines.strag import NUM_TRAIN_TIMESTEPS
+from more4d.pipelines.schedulers import NUM_TRAIN_TIMESTEPS
 
 
 def sample_sigmas(n: int, sampling: str, shift: float, gen: torch.Generator) -> torch.Tensor:

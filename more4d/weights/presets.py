@@ -376,7 +376,7 @@ def load_vism_transformer(folder: Path, device: torch.device, dtype: torch.dtype
 def load_tiny_depth(folder: Path, device: torch.device, dtype: torch.dtype) -> Any:
     from more4d.depth import TinyDepthEstimator, TinyDepthNet
 
-    return TinyDepthEstimator(_from_pretrained(TinyDepthNet, folder, device, dtype))
+    return TinyDepthEstimator.from_net(_from_pretrained(TinyDepthNet, folder, device, dtype))
 
 
 def load_unidepth(folder: Path, device: torch.device, dtype: torch.dtype) -> Any:
