@@ -119,7 +119,8 @@ class TinyDepthEstimator(ModelMixin, ConfigMixin):
     def from_net(cls, net: TinyDepthNet, **kwargs) -> TinyDepthEstimator:
         """Wrap a trained `TinyDepthNet` (its config becomes `net_config`; the net itself is kept, on its device
         and dtype)."""
-        estimator = cls(net_config={k: v for k, v in net.config.items() if not k.startswith("_")}, **kwargs)
+        with torch.device("meta"):  # the placeholder net is replaced at once: no weights to initialise
+            estimator = cls(net_config={k: v for k, v in net.config.items() if not k.startswith("_")}, **kwargs)
         estimator.net = net
         return estimator
 

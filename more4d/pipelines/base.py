@@ -1,9 +1,10 @@
-"""What both stage pipelines share beyond diffusers' `DiffusionPipeline`: early stop, compiling, the attention
-backend and freeing models."""
+"""What both stage pipelines share beyond diffusers' `DiffusionPipeline`: their saved settings, early stop,
+compiling, the attention backend and freeing models."""
 
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
@@ -16,6 +17,18 @@ class StagePipeline(DiffusionPipeline):
     the denoising loop after the current step."""
 
     _interrupt = False
+
+    def register_settings(self, call_defaults: dict[str, Any], defaults: dict[str, Any] | None, vae_tiling: bool,
+                          **config: Any) -> None:
+        """Record the settings saved with the pipeline: `call_defaults` updated by `defaults` (which may name only
+        their keys), VAE tiling (turned on now if asked) and `config`. Call after the components are registered."""
+        unknown = set(defaults or {}) - set(call_defaults)
+        if unknown:
+            raise InputError(f"`defaults` takes {sorted(call_defaults)}, got {sorted(unknown)} (the scheduler and its "
+                             f"shift are the `scheduler` component)")
+        self.register_to_config(defaults={**call_defaults, **(defaults or {})}, vae_tiling=False, **config)
+        if vae_tiling:
+            self.enable_vae_tiling()
 
     @property
     def interrupt(self) -> bool:

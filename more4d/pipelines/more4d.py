@@ -24,8 +24,8 @@ from typing import Any, Literal
 import torch
 
 from more4d.errors import InputError
-from more4d.pipelines.schedulers import scheduler_shift
-from more4d.pipelines.vism import CameraLike, ViSMOutput, ViSMPipeline, call_defaults, preset_defaults
+from more4d.pipelines.schedulers import scheduler_shift, split_scheduler_settings
+from more4d.pipelines.vism import CameraLike, ViSMOutput, ViSMPipeline, preset_defaults
 from more4d.scene import Scene4D
 
 MemoryMode = Literal["full", "model_cpu_offload", "low_vram", "sequential_cpu_offload"]
@@ -192,8 +192,8 @@ class MoRe4DPipeline:
             return {**self._vism.defaults, "shift": scheduler_shift(self._vism.scheduler)}
         if self.pretrained is not None:
             folder = self.pretrained / "vism"
-            scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-            return {**read_model_index(folder)["defaults"], "shift": scheduler["shift"]}
+            scheduler = load_saved_component(folder, "scheduler", self.dtype)
+            return {**read_model_index(folder)["defaults"], "shift": scheduler_shift(scheduler)}
         return preset_defaults(self.preset)
 
     # -- calls -------------------------------------------------------------------------------------------------------
@@ -208,7 +208,8 @@ class MoRe4DPipeline:
         and load nothing.
         """
         if kwargs.get("render_only") or kwargs.get("inpaint", self.vism_defaults["inpaint"]) == "pushpull":
-            return ViSMPipeline(defaults=call_defaults(self.vism_defaults))(scene, camera, **kwargs)
+            defaults, scheduler = split_scheduler_settings(self.vism_defaults)
+            return ViSMPipeline(scheduler=scheduler, defaults=defaults)(scene, camera, **kwargs)
         return self.vism(scene, camera, **kwargs)
 
     def __call__(self, image: Any, prompt: str, cameras: Sequence[CameraLike] = ("orbit",), *,

@@ -6,7 +6,7 @@ A pipeline holds its scheduler as a component (`pipe.scheduler`); swap it the di
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
@@ -15,6 +15,8 @@ from more4d.errors import InputError
 SchedulerName = Literal["euler", "unipc"]
 SCHEDULERS: tuple[str, ...] = ("euler", "unipc")
 NUM_TRAIN_TIMESTEPS = 1000
+DEFAULT_SCHEDULER, DEFAULT_SHIFT = "euler", 5.0
+SCHEDULER_SETTINGS = ("scheduler", "shift")  # the keys of a preset's sampler settings that choose the scheduler
 FlowScheduler = FlowMatchEulerDiscreteScheduler | UniPCMultistepScheduler
 # the config key that holds the timestep shift, per scheduler class
 _SHIFT_KEY = {FlowMatchEulerDiscreteScheduler: "shift", UniPCMultistepScheduler: "flow_shift"}
@@ -28,6 +30,13 @@ def make_scheduler(name: str, shift: float) -> FlowScheduler:
         return UniPCMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, prediction_type="flow_prediction",
                                        use_flow_sigmas=True, flow_shift=shift)
     raise InputError(f"`scheduler` must be one of {SCHEDULERS}, got {name!r}")
+
+
+def split_scheduler_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], FlowScheduler]:
+    """A preset's sampler settings -> (the pipeline's call defaults, the scheduler that their "scheduler" and "shift"
+    choose; `DEFAULT_SCHEDULER` and `DEFAULT_SHIFT` where they name none)."""
+    rest = {k: v for k, v in settings.items() if k not in SCHEDULER_SETTINGS}
+    return rest, make_scheduler(settings.get("scheduler", DEFAULT_SCHEDULER), settings.get("shift", DEFAULT_SHIFT))
 
 
 def scheduler_shift(scheduler: FlowScheduler) -> float:

@@ -38,7 +38,15 @@ from more4d.models.strag_transformer import LATENT_CHANNELS
 from more4d.models.text_encoder import check_prompts, encode_prompt
 from more4d.pipelines.base import StagePipeline
 from more4d.pipelines.cpu_speedups import use_onednn_conv3d
-from more4d.pipelines.schedulers import FlowScheduler, make_scheduler, scheduler_shift, with_shift
+from more4d.pipelines.schedulers import (
+    DEFAULT_SCHEDULER,
+    DEFAULT_SHIFT,
+    FlowScheduler,
+    make_scheduler,
+    scheduler_shift,
+    split_scheduler_settings,
+    with_shift,
+)
 from more4d.scene import Scene4D
 
 BUCKET_MULTIPLE = 16  # VAE (8) x patch (2)
@@ -47,22 +55,14 @@ MAX_STEPS = 1000
 # what `__call__` uses when an argument is not given; presets override them (`Preset.strag_defaults`, whose
 # "scheduler" and "shift" choose the pipeline's scheduler instead)
 DEFAULTS = dict(num_frames=17, num_inference_steps=10, guidance_scale=4.0)
-SCHEDULER_DEFAULTS = dict(scheduler="euler", shift=5.0)
 
 
 def preset_defaults(preset: str) -> dict[str, Any]:
-    """The STraG settings of a weights preset: `DEFAULTS` and `SCHEDULER_DEFAULTS` updated by
+    """The STraG settings of a weights preset: `DEFAULTS` and the default scheduler and shift, updated by
     `Preset.strag_defaults` (no model is loaded)."""
     from more4d.weights import get_preset
 
-    return {**DEFAULTS, **SCHEDULER_DEFAULTS, **get_preset(preset).strag_defaults}
-
-
-def split_defaults(defaults: dict[str, Any]) -> tuple[dict[str, Any], FlowScheduler]:
-    """Preset settings -> (the call defaults, the scheduler their "scheduler" and "shift" name)."""
-    call = {k: v for k, v in defaults.items() if k not in SCHEDULER_DEFAULTS}
-    sched = {**SCHEDULER_DEFAULTS, **{k: v for k, v in defaults.items() if k in SCHEDULER_DEFAULTS}}
-    return call, make_scheduler(sched["scheduler"], sched["shift"])
+    return {**DEFAULTS, "scheduler": DEFAULT_SCHEDULER, "shift": DEFAULT_SHIFT, **get_preset(preset).strag_defaults}
 
 
 # 1) inputs -------------------------------------------------------------------------------------------------------
@@ -176,22 +176,15 @@ class STraGPipeline(StagePipeline):
                  resolution: tuple[int, int] | list[int] = (256, 256), defaults: dict[str, Any] | None = None,
                  fps: float = 8.0, preset: str | None = None, vae_tiling: bool = False) -> None:
         super().__init__()
-        unknown = set(defaults or {}) - set(DEFAULTS)
-        if unknown:
-            raise InputError(f"`defaults` takes {sorted(DEFAULTS)}, got {sorted(unknown)} (the scheduler is a "
-                             f"component: pass `scheduler=make_scheduler(name, shift)`)")
-        scheduler = make_scheduler(SCHEDULER_DEFAULTS["scheduler"], SCHEDULER_DEFAULTS["shift"]) \
-            if scheduler is None else scheduler
+        scheduler = make_scheduler(DEFAULT_SCHEDULER, DEFAULT_SHIFT) if scheduler is None else scheduler
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, motion_vae=motion_vae,
                               transformer=transformer, motion_encoder=motion_encoder, scheduler=scheduler,
                               image_encoder=image_encoder, depth_estimator=depth_estimator)
-        self.register_to_config(resolution=[int(x) for x in resolution], defaults={**DEFAULTS, **(defaults or {})},
-                                fps=float(fps), preset=preset, vae_tiling=False)
+        self.register_settings(DEFAULTS, defaults, vae_tiling, resolution=[int(x) for x in resolution], fps=float(fps),
+                               preset=preset)
         for module in (vae, motion_vae, transformer, motion_encoder):
             if module is not None:
                 use_onednn_conv3d(module)  # CPU only; no effect on CUDA
-        if vae_tiling:
-            self.enable_vae_tiling()
         # read once: `release_stages` frees the transformer before the motion is decoded
         self._seed_compat = bool(getattr(getattr(transformer, "config", None), "seed_compat", False))
 
@@ -230,7 +223,7 @@ class STraGPipeline(StagePipeline):
         if comps["transformer"].config.image_dim:
             comps["image_encoder"] = load_components(preset, weights_dir, device=device, dtype=dtype,
                                                      only=("vism_image_encoder",))["vism_image_encoder"]
-        defaults, scheduler = split_defaults(spec.strag_defaults)
+        defaults, scheduler = split_scheduler_settings(spec.strag_defaults)
         return cls(depth_estimator=comps.pop("depth"), scheduler=scheduler, resolution=spec.resolution,
                    defaults=defaults, fps=spec.fps, preset=spec.name, vae_tiling=spec.vae_tiling, **comps)
 

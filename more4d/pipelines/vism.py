@@ -27,7 +27,7 @@ from more4d.models.text_encoder import encode_prompt
 from more4d.models.vism import LATENT_CHANNELS, TEXT_CONTEXT_LEN, encode_clip_image
 from more4d.pipelines.base import StagePipeline
 from more4d.pipelines.cpu_speedups import use_onednn_conv3d
-from more4d.pipelines.schedulers import FlowScheduler, make_scheduler, with_shift
+from more4d.pipelines.schedulers import DEFAULT_SHIFT, FlowScheduler, split_scheduler_settings, with_shift
 from more4d.pipelines.vism_conditioning import (
     VAE_SCALE,
     ViSMCondition,
@@ -52,7 +52,6 @@ INPAINT_MODES = ("model", "pushpull")
 # (`fill_holes`, no model); `composite`: keep the render's pixels and take only the holes from the model (off: the
 # model regenerates the whole frame, as the paper does)
 DEFAULTS = dict(num_inference_steps=50, guidance_scale=6.0, inpaint="model", composite=False)
-DEFAULT_SHIFT = 5.0
 
 
 def preset_defaults(preset: str) -> dict[str, Any]:
@@ -61,11 +60,6 @@ def preset_defaults(preset: str) -> dict[str, Any]:
     from more4d.weights import get_preset
 
     return {**DEFAULTS, "shift": DEFAULT_SHIFT, **get_preset(preset).vism_defaults}
-
-
-def call_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
-    """Preset settings without the scheduler's shift: what `ViSMPipeline(defaults=...)` takes."""
-    return {k: v for k, v in defaults.items() if k != "shift"}
 
 
 @dataclass
@@ -136,18 +130,12 @@ class ViSMPipeline(StagePipeline):
                  tokenizer: Any = None, image_encoder: torch.nn.Module | None = None,
                  defaults: dict[str, Any] | None = None, preset: str | None = None, vae_tiling: bool = False) -> None:
         super().__init__()
-        unknown = set(defaults or {}) - set(DEFAULTS)
-        if unknown:
-            raise InputError(f"`defaults` takes {sorted(DEFAULTS)}, got {sorted(unknown)} (the shift belongs to the "
-                             f"scheduler component)")
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=text_encoder,
                               tokenizer=tokenizer, image_encoder=image_encoder)
-        self.register_to_config(defaults={**DEFAULTS, **(defaults or {})}, preset=preset, vae_tiling=False)
+        self.register_settings(DEFAULTS, defaults, vae_tiling, preset=preset)
         for module in (vae, transformer):
             if module is not None:
                 use_onednn_conv3d(module)  # CPU inference only; no effect on CUDA or with gradients
-        if vae_tiling:
-            self.enable_vae_tiling()
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -180,10 +168,10 @@ class ViSMPipeline(StagePipeline):
         if lora is not None and lora.is_file():
             load_lora(comps["vism_transformer"], lora)
             fuse_lora(comps["vism_transformer"], lora_weight)
-        defaults = preset_defaults(spec.name)
+        defaults, scheduler = split_scheduler_settings(preset_defaults(spec.name))
         return cls(transformer=comps["vism_transformer"], vae=comps["vae"], image_encoder=comps["vism_image_encoder"],
                    text_encoder=text_encoder or comps["text_encoder"], tokenizer=tokenizer or comps["tokenizer"],
-                   scheduler=make_scheduler("euler", defaults["shift"]), defaults=call_defaults(defaults),
+                   scheduler=scheduler, defaults=defaults,
                    preset=spec.name, vae_tiling=spec.vae_tiling)
 
     # -- memory options ------------------------------------------------------------------------------------------
