@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from more4d.data import SynthConfig, generate_batch, generate_clips, generate_siblings, sample_captions
-from more4d.data.photo_textures import HELD_OUT_PHOTOS, SHORT_SIDE, TRAINING_PHOTOS, _data_dir, load_photo
+from more4d.data.photo_textures import (
+    HELD_OUT_PHOTOS,
+    SHORT_SIDE,
+    TRAINING_PHOTOS,
+    load_photo,
+    skimage_data_dir,
+)
 from more4d.data.synth import MOTIONS, SHAPES, _sample_clip
 from more4d.errors import InputError
 from more4d.geometry import backproject_depth
@@ -199,7 +205,7 @@ def test_bad_photo_prob_and_missing_scikit_image(monkeypatch):
 
     monkeypatch.setattr(importlib.resources, "files", no_skimage)
     with pytest.raises(InputError, match="pip install scikit-image"):
-        _data_dir()
+        skimage_data_dir()
 
 
 def sample_metas(seeds, config: SynthConfig) -> list[dict]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 from dataclasses import dataclass
-from importlib.resources.abc import Traversable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,12 +35,14 @@ MIN_SIDE = 16  # the coarsest mip level's short side
 SKIMAGE_PIN = "scikit-image==0.25.2"
 
 
-def _data_dir() -> Traversable:
+def skimage_data_dir() -> Path:
+    """scikit-image's bundled data folder (`skimage/data`), read in place; `InputError` naming the install command
+    when scikit-image is missing."""
     try:
-        return importlib.resources.files("skimage") / "data"
-    except ModuleNotFoundError:
-        raise InputError(f"photo textures (photo_prob > 0) read scikit-image's bundled photos: "
-                         f"`pip install {SKIMAGE_PIN}` (it is in requirements-dev.txt)") from None
+        return Path(str(importlib.resources.files("skimage") / "data"))
+    except ImportError:
+        raise InputError(f"photo textures (photo_prob > 0) and `more4d eval --photos` read scikit-image's bundled "
+                         f"photos: `pip install {SKIMAGE_PIN}` (it is in requirements-dev.txt)") from None
 
 
 @functools.cache
@@ -49,7 +51,7 @@ def load_photo(name: str) -> torch.Tensor:
 
     Transparent pixels are composited over white.
     """
-    folder = _data_dir()
+    folder = skimage_data_dir()
     files = [f for f in folder.iterdir() if f.name.rsplit(".", 1)[0] == name and f.name.endswith((".png", ".jpg"))]
     if not files:
         raise InputError(f"no photo {name!r} in {folder} (scikit-image {SKIMAGE_PIN} ships it)")

@@ -14,12 +14,12 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from more4d.data.photo_textures import skimage_data_dir
 from more4d.errors import InputError
 from more4d.eval.metrics import depth_discontinuities, depth_edge_errors, fill_invalid_far, tearing
 
@@ -44,15 +44,6 @@ class Photo:
     image: np.ndarray
     depth: np.ndarray | None = None
     K: torch.Tensor | None = None
-
-
-def skimage_data_dir() -> Path:
-    """scikit-image's bundled data folder; `InputError` naming the install command when it is missing."""
-    try:
-        import skimage.data
-    except ImportError as exc:
-        raise InputError("the photo evaluation uses scikit-image's sample photos: pip install scikit-image") from exc
-    return Path(skimage.data.__file__).parent
 
 
 def load_photo(name: str) -> Photo:
