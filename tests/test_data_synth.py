@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import re
 from dataclasses import replace
 
 import pytest
@@ -16,7 +17,7 @@ from more4d.data.photo_textures import (
     load_photo,
     skimage_data_dir,
 )
-from more4d.data.synth import MOTIONS, SHAPES, _sample_clip
+from more4d.data.synth import COLORS, EVERYDAY_NOUNS, MOTIONS, SHAPES, _sample_clip
 from more4d.errors import InputError
 from more4d.geometry import backproject_depth
 
@@ -157,7 +158,8 @@ def test_photos_change_texture_not_geometry(photo_pair):
     plain, photo = photo_pair
     for name in ("depth", "points", "visibility", "K", "c2w", "novel_depth", "novel_c2w"):
         assert torch.equal(getattr(plain, name), getattr(photo, name)), name
-    assert photo.captions == plain.captions
+    for a, b in zip(photo.captions, plain.captions):  # every object wears a photo: its colour word is gone
+        assert a == re.sub(r"\b(an?) (" + "|".join(COLORS) + r") ", "a textured ", b), (a, b)
     changed = (photo.frames.int() - plain.frames.int()).abs().amax(-1) > 8
     assert (changed.flatten(1).float().mean(1) > 0.5).all()
     for meta in photo.metas:
@@ -193,6 +195,32 @@ def test_held_out_photos_never_train():
         image = load_photo(name)
         assert min(image.shape[:2]) == SHORT_SIDE and image.shape[2] == 3
         assert 0 <= image.min() and image.max() <= 1
+
+
+def test_unnamed_subject_names_the_one_moving_object_only():
+    """unnamed_prob: a clip in which one object moves says "the <noun> <its motion>"; other clips keep their
+    caption, and no clip changes otherwise."""
+    config = SynthConfig(num_frames=5, height=32, width=32, novel_views=0)
+    named, unnamed = sample_metas(range(60), config), sample_metas(range(60), replace(config, unnamed_prob=1.0))
+    plain, renamed = sample_captions(range(60), config), sample_captions(range(60), replace(config, unnamed_prob=1.0))
+    changed = 0
+    for meta, other, before, after in zip(named, unnamed, plain, renamed):
+        assert meta["objects"] == other["objects"] and meta["camera_c2w"] == other["camera_c2w"]
+        moving = [o for o in meta["objects"] if o["motion"] != "static"]
+        if len(moving) != 1:
+            assert after == before
+            continue
+        changed += 1
+        subject, _, rest = after.removeprefix("the ").partition(" ")
+        assert subject in EVERYDAY_NOUNS and subject not in COLORS and subject not in SHAPES
+        phrase = next(p for p in before.split(" while ")[0].split(" and ") if "stays still" not in p)
+        assert rest.split(" while ")[0] == phrase.split(" ", 3)[3]  # the same motion words
+        assert (" while " in before) == (" while " in after)
+    assert changed >= 10
+    torch.testing.assert_close(generate_batch([5], replace(config, unnamed_prob=1.0)).points,
+                               generate_batch([5], config).points)
+    with pytest.raises(InputError, match="unnamed_prob"):
+        SynthConfig(unnamed_prob=2.0)
 
 
 def test_bad_photo_prob_and_missing_scikit_image(monkeypatch):

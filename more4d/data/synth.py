@@ -43,6 +43,10 @@ COLORS: dict[str, tuple[float, float, float]] = {
 BACKGROUND_COLORS = ((0.55, 0.55, 0.55), (0.76, 0.70, 0.55), (0.50, 0.35, 0.22), (0.35, 0.42, 0.50),
                      (0.45, 0.50, 0.30), (0.62, 0.58, 0.66), (0.30, 0.45, 0.42))
 SKY = (0.70, 0.80, 0.95)
+# Everyday nouns for `SynthConfig.unnamed_prob`; none names a TrajScene-Synth shape, and most are outside the tiny
+# tokenizer's vocabulary (it reads them as [UNK]), as most things in a user's photo are.
+EVERYDAY_NOUNS = ("person", "man", "woman", "dog", "cat", "car", "bird", "toy", "lamp", "vase", "kettle", "robot",
+                  "bottle", "chair", "plant", "statue", "boat", "horse", "bicycle", "teapot", "puppet", "sheep")
 MAX_OBJECTS = 4
 NUM_SURFACES = MAX_OBJECTS + 2  # objects, then ground, then backdrop
 GROUND, BACKDROP, MISS = MAX_OBJECTS, MAX_OBJECTS + 1, MAX_OBJECTS + 2
@@ -66,6 +70,7 @@ class SynthConfig:
     static_prob: float = 0.05  # chance that an object does not move
     novel_views: int = 2  # novel camera paths rendered per clip (0 skips them)
     photo_prob: float = 0.0  # chance that a surface wears a real photo instead of its pattern (photo_textures)
+    unnamed_prob: float = 0.0  # chance that the one moving object is named by an everyday noun (see _caption)
 
     def __post_init__(self) -> None:
         if self.num_frames < 2 or (self.num_frames - 1) % 4:
@@ -81,8 +86,9 @@ class SynthConfig:
             raise InputError(f"novel_views must be in [0, 4], got {self.novel_views}")
         if self.fps <= 0:
             raise InputError(f"fps must be > 0, got {self.fps}")
-        if not 0.0 <= self.photo_prob <= 1.0:
-            raise InputError(f"photo_prob must be in [0, 1], got {self.photo_prob}")
+        for name in ("photo_prob", "unnamed_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     @classmethod
     def paper_scale(cls, **overrides: Any) -> SynthConfig:
@@ -332,7 +338,7 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
     order = d.permutation(len(names))
 
     n = config.min_objects + d.integer(config.max_objects - config.min_objects + 1)
-    objects, phrases = [], []
+    objects = []
     for j in range(n):
         active[j] = True
         kind = d.integer(len(SHAPES))
@@ -393,8 +399,6 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
         color_name = names[order[j]]
         objects.append({"shape": SHAPES[kind], "color": color_name, "texture": TEXTURES[int(texture[j])],
                         "motion": motion, "direction": direction})
-        article = "an" if color_name[0] in "aeiou" else "a"
-        phrases.append(f"{article} {color_name} {SHAPES[kind]} {_motion_phrase(motion, direction)}")
     color2 = color1 * torch.tensor([d.uniform(0.35, 0.7) for _ in range(S)], dtype=torch.float64)[:, None]
     center[GROUND:] = 0.0
     center[GROUND, :, 1] = ground
@@ -432,9 +436,6 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
         novel.append(_orbit_c2w(yaw, pitch, pivot, offset * 0))
     light = torch.tensor([d.uniform(-0.6, 0.6), -1.0, d.uniform(-0.8, 0.1)], dtype=torch.float64)  # to the light
 
-    caption = " and ".join(phrases)
-    if cam_motion != "static":
-        caption += f" while {_camera_phrase(cam_motion, cam_dir)}"
     params = {
         "active": active, "shape": shape, "R": R.float(), "center": center.float(), "scale": scale.float(),
         "texture": texture, "freq": freq.float(), "phase": phase.float(), "color1": color1.float(),
@@ -444,6 +445,9 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
     }
     photo_params, photos = _sample_photos(d, config, active, shape, scale[:, 0], ground, backdrop)
     params |= photo_params
+    caption = _caption(d, config, objects, photos)
+    if cam_motion != "static":
+        caption += f" while {_camera_phrase(cam_motion, cam_dir)}"
     meta = {"source": "trajscene-synth", "seed": seed, "objects": objects,
             "camera_motion": cam_motion, "camera_direction": cam_dir,
             "camera_c2w": c2w.float().tolist(), "fov_deg": config.fov_deg,
@@ -499,6 +503,27 @@ def _sample_photos(d: _Draw, config: SynthConfig, active: torch.Tensor, shape: t
             tint[j] = torch.tensor(gain)
         names[{GROUND: "ground", BACKDROP: "backdrop"}.get(j, f"object{j}")] = TRAINING_PHOTOS[k]
     return {"photo": photo, "photo_crop": crop.float(), "photo_map": mapping.float(), "photo_tint": tint.float()}, names
+
+
+def _caption(d: _Draw, config: SynthConfig, objects: list[dict[str, str]], photos: dict[str, str]) -> str:
+    """One phrase per object, "a red ball moves up" ("a textured ball" when it wears a photo: its colour is gone).
+
+    With `config.unnamed_prob`, a clip in which all objects but one stay still says only "the <everyday noun>
+    <motion>" of the one that moves, as users describe their photos, so that a prompt naming something the scenes
+    never show still moves the object that stands out. Both draws are always made, and last, so `unnamed_prob`
+    changes nothing else.
+    """
+    unnamed = d.uniform(0, 1) < config.unnamed_prob
+    noun = d.choice(EVERYDAY_NOUNS)
+    moving = [o for o in objects if o["motion"] != "static"]
+    if unnamed and len(moving) == 1:
+        return f"the {noun} {_motion_phrase(moving[0]['motion'], moving[0]['direction'])}"
+    phrases = []
+    for j, o in enumerate(objects):
+        adjective = "textured" if f"object{j}" in photos else o["color"]
+        article = "an" if adjective[0] in "aeiou" else "a"
+        phrases.append(f"{article} {adjective} {o['shape']} {_motion_phrase(o['motion'], o['direction'])}")
+    return " and ".join(phrases)
 
 
 def _motion_phrase(motion: str, direction: str) -> str:

@@ -26,9 +26,10 @@ from more4d.eval.metrics import depth_discontinuities, depth_edge_errors, fill_i
 if TYPE_CHECKING:
     from more4d.scene import Scene4D
 
-PHOTOS = {"astronaut": "the astronaut waves her hand", "chelsea": "the cat turns its head to the left",
-          "coffee": "steam rises from the coffee cup", "rocket": "the rocket lifts off and moves up",
-          "motorcycle_left": "the motorcycle drives to the right"}
+# Captions in the words the embedded model learned ("the <thing> <motion>"; see SynthConfig.unnamed_prob): the
+# tiny model moves the object that stands out, it cannot wave a hand or raise steam.
+PHOTOS = {"astronaut": "the astronaut moves left", "chelsea": "the cat moves right", "coffee": "the cup moves left",
+          "rocket": "the rocket moves up", "motorcycle_left": "the motorcycle moves right"}
 # Middlebury 2014 calibration of scikit-image's quarter-size motorcycle pair (`skimage.data.stereo_motorcycle`):
 # depth = focal * baseline / (disparity + doffs)
 MOTORCYCLE_FOCAL_PX, MOTORCYCLE_CENTRE_PX = 994.978, (311.193, 254.877)

@@ -45,6 +45,7 @@ class DataConfig:
     pool_chunk_size: int | None = None  # synth_pool: clips rendered (and reduced) at once; None = batch_size
     num_novel_views: int = 1           # synth novel cameras per clip (ViSM)
     photo_prob: float = 0.0            # synth: chance that a surface wears a real photo (SynthConfig.photo_prob)
+    unnamed_prob: float = 0.0          # synth: chance of "the <everyday noun> moves ..." (SynthConfig.unnamed_prob)
     caption_suffix: str = ""           # appended to every caption (e.g. a trigger word)
     strict: bool = False               # trajscene60k: stop at an unreadable sample instead of skipping it
 
@@ -107,7 +108,8 @@ class TrainConfig:
             check(getattr(d, name) % 16 == 0 and getattr(d, name) > 0, f"data.{name}", "a positive multiple of 16",
                    getattr(d, name))
         check(d.batch_size > 0, "data.batch_size", "> 0", d.batch_size)
-        check(0.0 <= d.photo_prob <= 1.0, "data.photo_prob", "in [0, 1]", d.photo_prob)
+        for name in ("photo_prob", "unnamed_prob"):
+            check(0.0 <= getattr(d, name) <= 1.0, f"data.{name}", "in [0, 1]", getattr(d, name))
         check(d.pool_size >= d.batch_size, "data.pool_size", f">= data.batch_size ({d.batch_size})", d.pool_size)
         check(d.pool_chunk_size is None or d.pool_chunk_size > 0, "data.pool_chunk_size", "> 0 or null",
               d.pool_chunk_size)
