@@ -223,6 +223,19 @@ def test_unnamed_subject_names_the_one_moving_object_only():
         SynthConfig(unnamed_prob=2.0)
 
 
+def test_large_objects_change_only_their_size():
+    config = SynthConfig(num_frames=5, height=64, width=64, novel_views=0)
+    small, large = generate_batch(range(4), config), generate_batch(range(4), replace(config, large_prob=1.0))
+    assert large.captions == small.captions
+    assert [m["objects"] for m in large.metas] == [m["objects"] for m in small.metas]
+    torch.testing.assert_close(large.c2w, small.c2w)
+    near = 5.0  # objects stand at 2.6-5.2 m, the backdrop at 7-11 m
+    assert (large.depth[:, 0] < near).float().mean() > 1.3 * (small.depth[:, 0] < near).float().mean()
+    check_tracks_land_on_matching_surface(large)
+    with pytest.raises(InputError, match="large_prob"):
+        SynthConfig(large_prob=-1.0)
+
+
 def test_bad_photo_prob_and_missing_scikit_image(monkeypatch):
     for value in (-0.1, 1.5, float("nan")):
         with pytest.raises(InputError, match="photo_prob"):

@@ -95,11 +95,40 @@ def test_photo_eval_table(photo_report):
     for r in rows:
         assert len(r["tearing"]) == 5 and r["tearing"][0] < 0.01  # frame 0 is the input
         assert r["tearing_last"] == r["tearing"][-1] and 0 <= r["discontinuity"] <= 1
+        assert 0 <= r["moving"] <= 1 and len(r["motion_px"]) == 2 and isinstance(r["follows"], bool)
     assert math.isnan(rows[0]["edge_acc"])  # no ground truth for the rocket
     assert 0 < rows[1]["edge_acc"] <= EDGE_MAX_DIST_PX and 0 < rows[1]["edge_comp"] <= EDGE_MAX_DIST_PX
     assert rows[2]["edge_acc"] == rows[2]["edge_comp"] == 0  # the true depth against itself
     text = format_photo_report(photo_report)
     assert "5 frames, 1 steps" in text and "motorcycle_left  ground truth" in text
+
+
+@pytest.mark.parametrize("prompt, follows", [("the cat moves left", True), ("the cat moves right", False),
+                                             ("the cat moves up", False)])
+def test_photo_row_says_whether_the_motion_goes_the_captions_way(prompt, follows):
+    """Every pixel of a plane 2 m away shifts 10 px left and 3 px down: the row reports it moving, by (-10, +3) px,
+    and following only a caption that asks for motion to the left."""
+    from more4d.eval.photos import Photo, photo_row
+    from more4d.geometry import backproject_depth, intrinsics_from_fov
+    from more4d.scene import Scene4D
+
+    H, W, T = 24, 32, 5
+    K = intrinsics_from_fov(55.0, H, W)
+    p0 = backproject_depth(torch.full((H, W), 2.0), K)
+    shift = torch.tensor([-10.0 / K[0, 0], 3.0 / K[1, 1], 0.0]) * 2.0
+    points = p0 + torch.linspace(0, 1, T)[:, None, None] * shift
+    scene = Scene4D(points=points, colors=torch.rand(H * W, 3), visibility=torch.ones(T, H * W, dtype=torch.bool),
+                    K=K, image_size=(H, W))
+    row = photo_row(Photo("plane", prompt, np.zeros((H, W, 3))), scene, "given")
+    assert row["moving"] == 1.0 and row["follows"] is follows
+    np.testing.assert_allclose(row["motion_px"], [-10.0, 3.0], atol=1e-3)
+
+
+def test_photo_captions_name_a_direction():
+    from more4d.eval.metrics import DIRECTION_AXES
+
+    for prompt in PHOTOS.values():
+        assert sum(word in DIRECTION_AXES for word in prompt.split()) == 1, prompt
 
 
 def test_motorcycle_ground_truth_depth():

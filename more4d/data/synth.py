@@ -71,6 +71,7 @@ class SynthConfig:
     novel_views: int = 2  # novel camera paths rendered per clip (0 skips them)
     photo_prob: float = 0.0  # chance that a surface wears a real photo instead of its pattern (photo_textures)
     unnamed_prob: float = 0.0  # chance that the one moving object is named by an everyday noun (see _caption)
+    large_prob: float = 0.0  # chance that an object is stretched 1.5-3x, as large as the subject of a photo
 
     def __post_init__(self) -> None:
         if self.num_frames < 2 or (self.num_frames - 1) % 4:
@@ -86,7 +87,7 @@ class SynthConfig:
             raise InputError(f"novel_views must be in [0, 4], got {self.novel_views}")
         if self.fps <= 0:
             raise InputError(f"fps must be > 0, got {self.fps}")
-        for name in ("photo_prob", "unnamed_prob"):
+        for name in ("photo_prob", "unnamed_prob", "large_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -338,6 +339,8 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
     order = d.permutation(len(names))
 
     n = config.min_objects + d.integer(config.max_objects - config.min_objects + 1)
+    # `large_prob` draws from a stream of its own, so that it changes no other draw of the clip
+    stretch = _Draw(seed + 2**63)
     objects = []
     for j in range(n):
         active[j] = True
@@ -349,6 +352,10 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
                 "box": (base * d.uniform(0.7, 1.2), base * d.uniform(0.7, 1.2), base * d.uniform(0.7, 1.2)),
                 "cylinder": (base * d.uniform(0.6, 1.0), base * d.uniform(0.8, 1.4), base * d.uniform(0.6, 1.0)),
                 }[SHAPES[kind]]
+        large = stretch.uniform(0, 1) < config.large_prob
+        factors = (stretch.uniform(1.5, 3.0), stretch.uniform(1.5, 3.0), stretch.uniform(1.0, 2.0))
+        if large:
+            size = tuple(a * f for a, f in zip(size, factors))
         z0 = d.uniform(2.6, 5.2)
         slot = (j + d.uniform(0.15, 0.85)) / n  # spread objects left to right
         x0 = (2 * slot - 1) * 0.6 * z0 * tan_half_w

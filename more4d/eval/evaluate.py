@@ -52,6 +52,7 @@ from more4d.eval.metrics import (
     depth_discontinuities,
     depth_edge_errors,
     displacement_epe,
+    mean_image_motion,
     motion_axis_l1,
     nearest_fill,
     psnr,
@@ -143,12 +144,6 @@ def swap_direction(caption: str) -> tuple[str, int] | None:
     if len(words) != 1:
         return None
     return DIRECTION.sub(lambda m: SWAPS[m.group(1)], objects) + sep + camera, 0 if words[0] in ("left", "right") else 1
-
-
-def mean_image_motion(points: torch.Tensor, K: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
-    """Mean image-plane displacement `(2,)` (pixels, last frame vs frame 0) of the `moving (N,)` tracks."""
-    uv = (points @ K.T)[..., :2] / points[..., 2:3].clamp_min(1e-4)
-    return (uv[-1] - uv[0])[moving].mean(0) if moving.any() else torch.zeros(2)
 
 
 def prompt_swap(generate: Callable[[str], Any], caption: str, scene: Any, gt: torch.Tensor,

@@ -223,6 +223,21 @@ def classical_inpaint(image: torch.Tensor, hole_mask: torch.Tensor, method: str 
 
 # -- tearing and depth edges --------------------------------------------------------------------------------------
 
+DIRECTION_AXES = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}  # image axis (u, v) and sign
+MOVING_PX = 2.0  # a track moves when it shifts more than this in the image by the last frame
+
+
+def image_displacement(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Image-plane displacement `(N, 2)` in pixels of tracks `(T, N, 3)` seen by the camera K, last frame vs frame 0."""
+    uv = (points @ K.T)[..., :2] / points[..., 2:3].clamp_min(1e-4)
+    return uv[-1] - uv[0]
+
+
+def mean_image_motion(points: torch.Tensor, K: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """Mean image-plane displacement `(2,)` (pixels, last frame vs frame 0) of the `moving (N,)` tracks."""
+    return image_displacement(points, K)[moving].mean(0) if moving.any() else torch.zeros(2)
+
+
 def tearing(scene: Scene4D) -> torch.Tensor:
     """The hole fraction `(T,)` of each frame when the scene's points at time t are seen from the input camera.
 

@@ -1,8 +1,10 @@
 """Tearing on real photos (`more4d eval --photos`): scikit-image's sample photos through the preset's 4D-STraG,
 each with a caption that asks for motion.
 
-Per photo: the holes at the input camera in the last frame and over all frames (`tearing`), and the share of pixels
-on a depth discontinuity (`depth_discontinuities`); no ground truth is needed. Middlebury's motorcycle ships with a
+Per photo: the share of pixels that move (more than `MOVING_PX` in the image by the last frame), their mean image
+motion and whether it goes the caption's way (its direction word dominates the motion); the holes at the input
+camera in the last frame and over all frames (`tearing`), and the share of pixels on a depth discontinuity
+(`depth_discontinuities`); no ground truth is needed. Middlebury's motorcycle ships with a
 ground-truth disparity map: for it also the iBims-1 depth-boundary errors of the predicted depth, and a second run
 on the true depth, which tells what the depth contributes to the tearing.
 """
@@ -21,7 +23,15 @@ import torch
 
 from more4d.data.photo_textures import skimage_data_dir
 from more4d.errors import InputError
-from more4d.eval.metrics import depth_discontinuities, depth_edge_errors, fill_invalid_far, tearing
+from more4d.eval.metrics import (
+    DIRECTION_AXES,
+    MOVING_PX,
+    depth_discontinuities,
+    depth_edge_errors,
+    fill_invalid_far,
+    image_displacement,
+    tearing,
+)
 
 if TYPE_CHECKING:
     from more4d.scene import Scene4D
@@ -72,8 +82,15 @@ def photo_row(photo: Photo, scene: Scene4D, depth_source: str) -> dict[str, Any]
     from more4d.pipelines.strag import crop_resize
 
     tear = tearing(scene)
+    shift = image_displacement(scene.points, scene.K)
+    moving = shift.norm(dim=-1) > MOVING_PX
+    motion = shift[moving].mean(0) if moving.any() else torch.zeros(2)
+    word = next(w for w in photo.prompt.split() if w in DIRECTION_AXES)
+    axis, sign = DIRECTION_AXES[word]
     row = {"photo": photo.name, "prompt": photo.prompt, "depth": depth_source, "tearing": tear.tolist(),
            "tearing_last": float(tear[-1]), "tearing_mean": float(tear.mean()),
+           "moving": float(moving.float().mean()), "motion_px": motion.tolist(),
+           "follows": bool(sign * motion[axis] > motion[1 - axis].abs()),
            "discontinuity": float(depth_discontinuities(scene).float().mean()), "edge_acc": math.nan,
            "edge_comp": math.nan}
     if photo.depth is not None:  # the true depth cropped and resized as the pipeline fitted the photo
@@ -130,11 +147,14 @@ def format_photo_report(report: dict[str, Any]) -> str:
 
     lines = [f"more4d eval --photos: model {report['model']}, {report['device']}, {report['seconds']} s; "
              f"{s['num_frames']} frames, {s['num_inference_steps']} steps, guidance {s['guidance_scale']:g}, seed 0",
-             "tearing: holes at the input camera, the caption asking for motion; discontinuity: pixels the renderer "
-             "opens on a depth edge; depth edges (iBims-1, px) against the true depth",
-             f"{'photo':<16} {'depth':<13} {'tearing last':>12} {'mean':>7} {'discontinuity':>13} "
-             f"{'edge acc':>8} {'comp':>6}"]
-    lines += [f"{r['photo']:<16} {r['depth']:<13} {100 * r['tearing_last']:>11.1f}% {100 * r['tearing_mean']:>6.1f}% "
+             "moving: pixels shifted > 2 px by the last frame, their mean shift (px) and whether it goes the "
+             "caption's way; tearing: holes at the input camera; discontinuity: pixels the renderer opens on a depth "
+             "edge; depth edges (iBims-1, px) against the true depth",
+             f"{'photo':<16} {'depth':<13} {'moving':>7} {'shift dx, dy':>13} {'caption':>8} {'tearing last':>12} "
+             f"{'mean':>7} {'discontinuity':>13} {'edge acc':>8} {'comp':>6}"]
+    lines += [f"{r['photo']:<16} {r['depth']:<13} {100 * r['moving']:>6.1f}% "
+              f"{r['motion_px'][0]:>+6.1f},{r['motion_px'][1]:>+6.1f} {'follows' if r['follows'] else 'misses':>8} "
+              f"{100 * r['tearing_last']:>11.1f}% {100 * r['tearing_mean']:>6.1f}% "
               f"{100 * r['discontinuity']:>12.1f}% {px(r['edge_acc']):>8} {px(r['edge_comp']):>6}"
               for r in report["photos"]]
     return "\n".join(lines)
