@@ -6,7 +6,8 @@ recede, pulse, static), optionally seen by a moving camera. For every frame-0 pi
 surface point it sees, so its 3D trajectory (in camera-0 OpenCV coordinates) follows from that object's
 analytic motion; visibility is a depth test against each frame's depth map plus the image bounds. A surface
 wears a procedural pattern or, with `SynthConfig.photo_prob`, a real photograph (`photo_textures`): texture that
-is not geometry, as in photos.
+is not geometry, as in photos. `large_prob` stretches objects to the size of a photo's subject, and `unnamed_prob`
+captions a clip with one moving object as users caption photos ("the dog moves left").
 
 All random parameters and all per-frame transforms are drawn and computed on the CPU from a
 `torch.Generator` seeded per clip; only per-pixel work runs on `device`, so CPU and CUDA give the same
