@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from more4d.eval.metrics import tearing
+from more4d.eval.metrics import psnr, tearing
 from more4d.eval.photos import PHOTOS, load_photo
 from more4d.pipelines.more4d import MoRe4DPipeline
 
@@ -28,8 +28,11 @@ COLUMNS = ("input", "preview t=mid", "preview t=end", "orbit render mid", "orbit
 ROW_HEIGHT = 192
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-10)))
+def pooled_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """`metrics.psnr` over all pixels (of `mask`) of images `(..., H, W, 3)` pooled into one image."""
+    W = a.shape[-2]
+    return float(psnr(torch.from_numpy(a).reshape(-1, W, 3), torch.from_numpy(b).reshape(-1, W, 3),
+                      None if mask is None else torch.from_numpy(mask).reshape(-1, W)))
 
 
 def row_image(cells: list[np.ndarray]) -> Image.Image:
@@ -61,8 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         final, render, hole = orbit.frames[0], orbit.render[0], orbit.mask[0]
         mid, end = scene.num_frames // 2, scene.num_frames - 1
         holes = tearing(scene)
-        print(f"{name}: {time.perf_counter() - t0:.1f} s; final frame 0 vs input {psnr(final[0], image):.1f} dB; "
-              f"covered pixels vs render {psnr(final[~hole], render[~hole]):.1f} dB; brightness input "
+        print(f"{name}: {time.perf_counter() - t0:.1f} s; final frame 0 vs input {pooled_psnr(final[0], image):.1f} dB; "
+              f"covered pixels vs render {pooled_psnr(final, render, ~hole):.1f} dB; brightness input "
               f"{255 * image.mean():.0f}, last frame {255 * final[-1].mean():.0f}; holes at the input camera "
               f"t=mid {holes[mid]:.3f}, t=end {holes[end]:.3f}; orbit holes {hole.mean():.3f}", flush=True)
         rows.append(row_image([image, preview.render[0][mid], preview.render[0][end], render[mid], render[end],

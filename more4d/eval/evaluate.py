@@ -46,6 +46,7 @@ from more4d.data.formats import TrajClip
 from more4d.data.synth import SynthConfig, generate_batch, generate_siblings
 from more4d.errors import InputError
 from more4d.eval.metrics import (
+    DIRECTION_AXES,
     classical_inpaint,
     depth_abs_rel,
     depth_delta1,
@@ -143,7 +144,7 @@ def swap_direction(caption: str) -> tuple[str, int] | None:
     words = DIRECTION.findall(objects)
     if len(words) != 1:
         return None
-    return DIRECTION.sub(lambda m: SWAPS[m.group(1)], objects) + sep + camera, 0 if words[0] in ("left", "right") else 1
+    return DIRECTION.sub(lambda m: SWAPS[m.group(1)], objects) + sep + camera, DIRECTION_AXES[words[0]][0]
 
 
 def prompt_swap(generate: Callable[[str], Any], caption: str, scene: Any, gt: torch.Tensor,

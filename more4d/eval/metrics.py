@@ -229,8 +229,9 @@ MOVING_PX = 2.0  # a track moves when it shifts more than this in the image by t
 
 def image_displacement(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Image-plane displacement `(N, 2)` in pixels of tracks `(T, N, 3)` seen by the camera K, last frame vs frame 0."""
-    uv = (points @ K.T)[..., :2] / points[..., 2:3].clamp_min(1e-4)
-    return uv[-1] - uv[0]
+    ends = points[[0, -1]]
+    uv = (ends @ K.T)[..., :2] / ends[..., 2:3].clamp_min(1e-4)
+    return uv[1] - uv[0]
 
 
 def mean_image_motion(points: torch.Tensor, K: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,9 @@ each with a caption that asks for motion.
 Per photo: the share of pixels that move (more than `MOVING_PX` in the image by the last frame), their mean image
 motion and whether it goes the caption's way (its direction word dominates the motion); the holes at the input
 camera in the last frame and over all frames (`tearing`), and the share of pixels on a depth discontinuity
-(`depth_discontinuities`); no ground truth is needed. Middlebury's motorcycle ships with a
-ground-truth disparity map: for it also the iBims-1 depth-boundary errors of the predicted depth, and a second run
-on the true depth, which tells what the depth contributes to the tearing.
+(`depth_discontinuities`); no ground truth is needed. Middlebury's motorcycle ships with a ground-truth disparity
+map: for it also the iBims-1 depth-boundary errors of the predicted depth, and a second run on the true depth,
+which tells what the depth contributes to the tearing.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from more4d.eval.metrics import (
     depth_edge_errors,
     fill_invalid_far,
     image_displacement,
+    mean_image_motion,
     tearing,
 )
 
@@ -82,9 +83,8 @@ def photo_row(photo: Photo, scene: Scene4D, depth_source: str) -> dict[str, Any]
     from more4d.pipelines.strag import crop_resize
 
     tear = tearing(scene)
-    shift = image_displacement(scene.points, scene.K)
-    moving = shift.norm(dim=-1) > MOVING_PX
-    motion = shift[moving].mean(0) if moving.any() else torch.zeros(2)
+    moving = image_displacement(scene.points, scene.K).norm(dim=-1) > MOVING_PX
+    motion = mean_image_motion(scene.points, scene.K, moving)
     word = next(w for w in photo.prompt.split() if w in DIRECTION_AXES)
     axis, sign = DIRECTION_AXES[word]
     row = {"photo": photo.name, "prompt": photo.prompt, "depth": depth_source, "tearing": tear.tolist(),
@@ -147,7 +147,7 @@ def format_photo_report(report: dict[str, Any]) -> str:
 
     lines = [f"more4d eval --photos: model {report['model']}, {report['device']}, {report['seconds']} s; "
              f"{s['num_frames']} frames, {s['num_inference_steps']} steps, guidance {s['guidance_scale']:g}, seed 0",
-             "moving: pixels shifted > 2 px by the last frame, their mean shift (px) and whether it goes the "
+             f"moving: pixels shifted > {MOVING_PX:g} px by the last frame, their mean shift (px) and whether it goes the "
              "caption's way; tearing: holes at the input camera; discontinuity: pixels the renderer opens on a depth "
              "edge; depth edges (iBims-1, px) against the true depth",
              f"{'photo':<16} {'depth':<13} {'moving':>7} {'shift dx, dy':>13} {'caption':>8} {'tearing last':>12} "

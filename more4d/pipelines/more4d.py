@@ -207,8 +207,9 @@ class MoRe4DPipeline:
         `render_only=True` and a pixel-space fill (`inpaint="pushpull"`, the tiny preset's default) need no model
         and load nothing.
         """
-        if kwargs.get("render_only") or kwargs.get("inpaint", self.vism_defaults["inpaint"]) == "pushpull":
-            defaults, scheduler = split_scheduler_settings(self.vism_defaults)
+        settings = self.vism_defaults
+        if kwargs.get("render_only") or kwargs.get("inpaint", settings["inpaint"]) == "pushpull":
+            defaults, scheduler = split_scheduler_settings(settings)
             return ViSMPipeline(scheduler=scheduler, defaults=defaults)(scene, camera, **kwargs)
         return self.vism(scene, camera, **kwargs)
 
