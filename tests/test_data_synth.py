@@ -17,7 +17,7 @@ from more4d.data.photo_textures import (
     load_photo,
     skimage_data_dir,
 )
-from more4d.data.synth import COLORS, EVERYDAY_NOUNS, MOTIONS, SHAPES, _sample_clip
+from more4d.data.synth import CLOSEUP_DEPTH, COLORS, EVERYDAY_NOUNS, MOTIONS, SHAPES, _sample_clip
 from more4d.errors import InputError
 from more4d.geometry import backproject_depth
 
@@ -234,6 +234,21 @@ def test_large_objects_change_only_their_size():
     check_tracks_land_on_matching_surface(large)
     with pytest.raises(InputError, match="large_prob"):
         SynthConfig(large_prob=-1.0)
+
+
+def test_closeups_frame_one_photo_wearing_subject_that_alone_moves():
+    config = SynthConfig(num_frames=5, height=128, width=128, novel_views=0, photo_prob=0.5, unnamed_prob=1.0)
+    far, close = generate_batch(range(6), config), generate_batch(range(6), replace(config, closeup_prob=1.0))
+    near = CLOSEUP_DEPTH[1] + 0.1  # the subject's centre is at most this far; other objects stand behind it
+    assert (close.depth[:, 0] < near).float().mean() > 0.3 > (far.depth[:, 0] < near).float().mean()
+    for meta, caption in zip(close.metas, close.captions):
+        assert "object0" in meta["photos"]
+        assert all(o["motion"] == "static" for o in meta["objects"][1:])
+        if meta["objects"][0]["motion"] != "static":
+            assert caption.split(" ")[1] in EVERYDAY_NOUNS  # one thing moves, so users' words name it
+    check_tracks_land_on_matching_surface(close)
+    with pytest.raises(InputError, match="closeup_prob"):
+        SynthConfig(closeup_prob=1.5)
 
 
 def test_bad_photo_prob_and_missing_scikit_image(monkeypatch):

@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
                         "left', instead of its colour and shape (default 0)")
     p.add_argument("--large-prob", type=float, default=0.0,
                    help="chance that an object is stretched 1.5-3x, as large as a photo's subject (default 0)")
+    p.add_argument("--closeup-prob", type=float, default=0.0,
+                   help="chance that a clip is a close-up of one photo-wearing subject, the only thing that moves, "
+                        "as photos frame theirs (default 0)")
     p.add_argument("--paper-scale", action="store_true", help="the paper's 49 x 368 x 512 clips")
     p.add_argument("--device", default="cpu", help="torch device for rendering (default cpu)")
     p.add_argument("--batch-size", type=int, default=1, help="clips rendered together (use 16-64 on a GPU)")
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     base = SynthConfig.paper_scale() if args.paper_scale else SynthConfig()
     config = SynthConfig(num_frames=args.frames or base.num_frames, height=args.height or base.height,
                          width=args.width or base.width, novel_views=args.novel_views, photo_prob=args.photo_prob,
-                         unnamed_prob=args.unnamed_prob, large_prob=args.large_prob)
+                         unnamed_prob=args.unnamed_prob, large_prob=args.large_prob,
+                         closeup_prob=args.closeup_prob)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = [s for s in range(args.seed, args.seed + args.num_clips) if not (out / f"synth_{s:06d}").exists()]

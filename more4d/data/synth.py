@@ -6,8 +6,9 @@ recede, pulse, static), optionally seen by a moving camera. For every frame-0 pi
 surface point it sees, so its 3D trajectory (in camera-0 OpenCV coordinates) follows from that object's
 analytic motion; visibility is a depth test against each frame's depth map plus the image bounds. A surface
 wears a procedural pattern or, with `SynthConfig.photo_prob`, a real photograph (`photo_textures`): texture that
-is not geometry, as in photos. `large_prob` stretches objects to the size of a photo's subject, and `unnamed_prob`
-captions a clip with one moving object as users caption photos ("the dog moves left").
+is not geometry, as in photos. `large_prob` stretches objects to the size of a photo's subject, `closeup_prob` frames
+one photo-wearing object near the camera as a photo frames its subject (it alone moves), and `unnamed_prob` captions
+a clip with one moving object as users caption photos ("the dog moves left").
 
 All random parameters and all per-frame transforms are drawn and computed on the CPU from a
 `torch.Generator` seeded per clip; only per-pixel work runs on `device`, so CPU and CUDA give the same
@@ -52,6 +53,8 @@ MAX_OBJECTS = 4
 NUM_SURFACES = MAX_OBJECTS + 2  # objects, then ground, then backdrop
 GROUND, BACKDROP, MISS = MAX_OBJECTS, MAX_OBJECTS + 1, MAX_OBJECTS + 2
 PIXEL_CENTER = 0.5  # pixel (i, j) is the ray through (j + 0.5, i + 0.5), as in more4d.geometry
+OBJECT_DEPTH = (2.6, 5.2)  # metres from camera 0 to an object's centre
+CLOSEUP_DEPTH = (1.8, 2.6)  # ... and to a close-up's subject
 VIS_REL_TOL = 5e-3  # a point is visible unless all 4 nearest depth samples are in front of it by this much
 _EPS = 1e-4
 
@@ -73,6 +76,7 @@ class SynthConfig:
     photo_prob: float = 0.0  # chance that a surface wears a real photo instead of its pattern (photo_textures)
     unnamed_prob: float = 0.0  # chance that the one moving object is named by an everyday noun (see _caption)
     large_prob: float = 0.0  # chance that an object is stretched 1.5-3x, as large as the subject of a photo
+    closeup_prob: float = 0.0  # chance that the clip is a close-up of its first object, the only one that moves
 
     def __post_init__(self) -> None:
         if self.num_frames < 2 or (self.num_frames - 1) % 4:
@@ -88,7 +92,7 @@ class SynthConfig:
             raise InputError(f"novel_views must be in [0, 4], got {self.novel_views}")
         if self.fps <= 0:
             raise InputError(f"fps must be > 0, got {self.fps}")
-        for name in ("photo_prob", "unnamed_prob", "large_prob"):
+        for name in ("photo_prob", "unnamed_prob", "large_prob", "closeup_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -320,7 +324,8 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
     d = _Draw(seed, resample)
     T, J, S = config.num_frames, MAX_OBJECTS, NUM_SURFACES
     tau = torch.linspace(0, 1, T, dtype=torch.float64)
-    tan_half_w = math.tan(math.radians(config.fov_deg) / 2) * config.width / config.height
+    tan_half_h = math.tan(math.radians(config.fov_deg) / 2)
+    tan_half_w = tan_half_h * config.width / config.height
     ground = d.uniform(0.9, 1.6)
     backdrop = d.uniform(7.0, 11.0)
 
@@ -340,8 +345,13 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
     order = d.permutation(len(names))
 
     n = config.min_objects + d.integer(config.max_objects - config.min_objects + 1)
-    # `large_prob` draws from a stream of its own, so that it changes no other draw of the clip
+    # `large_prob` and `closeup_prob` draw from streams of their own, so that they change no other clip
     stretch = _Draw(seed + 2**63)
+    framing = _Draw((seed + 3 * 2**62) % 2**64)
+    closeup = framing.uniform(0, 1) < config.closeup_prob
+    subject_z = framing.uniform(*CLOSEUP_DEPTH)
+    subject_frac = (framing.uniform(0.5, 0.9), framing.uniform(0.5, 1.0))  # height / view height, depth / height
+    subject_at = (framing.uniform(-0.15, 0.15) * tan_half_w, framing.uniform(-0.15, 0.2) * tan_half_h)
     objects = []
     for j in range(n):
         active[j] = True
@@ -357,11 +367,20 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
         factors = (stretch.uniform(1.5, 3.0), stretch.uniform(1.5, 3.0), stretch.uniform(1.0, 2.0))
         if large:
             size = tuple(a * f for a, f in zip(size, factors))
-        z0 = d.uniform(2.6, 5.2)
+        z0 = d.uniform(*OBJECT_DEPTH)
         slot = (j + d.uniform(0.15, 0.85)) / n  # spread objects left to right
         x0 = (2 * slot - 1) * 0.6 * z0 * tan_half_w
         c0 = torch.tensor([x0, ground - size[1], z0], dtype=torch.float64)
+        if closeup and j == 0:  # the subject: centred, 50-90% of the view high, the others behind it
+            grow = subject_frac[0] * subject_z * tan_half_h / size[1]
+            size = (size[0] * grow, size[1] * grow, min(size[2] * grow * subject_frac[1], 0.5 * subject_z))
+            z0 = subject_z
+            c0 = torch.tensor([subject_at[0] * z0, subject_at[1] * z0, z0], dtype=torch.float64)
+        elif closeup:
+            c0[2] = z0 = max(z0, subject_z + 1.5)
         motion = "static" if d.uniform(0, 1) < config.static_prob else d.choice(MOTIONS[:-1])
+        if closeup and j > 0:
+            motion = "static"
         lin = torch.zeros(3, dtype=torch.float64)
         bounce = orbit = spin = pulse = 0.0
         direction = ""
@@ -394,11 +413,14 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
         yaw0 = d.uniform(0, 2 * math.pi)
         sweep = (1 if direction == "counterclockwise" else -1) * d.uniform(math.pi, 2 * math.pi, hidden=True)
 
+        if closeup and j == 0:  # move the subject as far in the image as an object at the scenes' usual depth
+            reach = subject_z / (sum(OBJECT_DEPTH) / 2)
+            lin, bounce, orbit = lin * reach, bounce * reach, orbit * reach
         factor = 1 + pulse * torch.sin(2 * math.pi * n_pulse * tau)
         scale[j] = torch.tensor(size, dtype=torch.float64) * factor[:, None]
         center[j] = c0 + lin * tau[:, None]
         center[j, :, 1] -= bounce * torch.sin(math.pi * n_bounce * tau).abs()
-        if pulse and direction == "":  # keep a pulsing object on the ground
+        if pulse and direction == "" and not (closeup and j == 0):  # keep a pulsing object on the ground
             center[j, :, 1] = ground - size[1] * factor
         angle = theta0 + sweep * tau
         center[j, :, 0] += orbit * (angle.cos() - math.cos(theta0))
@@ -451,7 +473,7 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
         "ambient": torch.tensor(d.uniform(0.25, 0.45), dtype=torch.float32),
         "c2w": c2w.float(), "novel_c2w": torch.stack(novel).float(),
     }
-    photo_params, photos = _sample_photos(d, config, active, shape, scale[:, 0], ground, backdrop)
+    photo_params, photos = _sample_photos(d, config, active, shape, scale[:, 0], ground, backdrop, closeup)
     params |= photo_params
     caption = _caption(d, config, objects, photos)
     if cam_motion != "static":
@@ -464,8 +486,10 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
 
 
 def _sample_photos(d: _Draw, config: SynthConfig, active: torch.Tensor, shape: torch.Tensor, size: torch.Tensor,
-                   ground: float, backdrop: float) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Which surfaces wear a photo and how it maps onto each (`size (S, 3)`: frame-0 half-extents).
+                   ground: float, backdrop: float, closeup: bool = False
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Which surfaces wear a photo and how it maps onto each (`size (S, 3)`: frame-0 half-extents). A close-up's
+    subject always wears one, when photos are on.
 
     Drawn after every other draw of the clip and a fixed number per surface, so `photo_prob` changes neither the
     rest of the clip nor which photo a surface gets. Texture coords (see `_photo_rgb`) are metres on the planes and
@@ -481,7 +505,7 @@ def _sample_photos(d: _Draw, config: SynthConfig, active: torch.Tensor, shape: t
     tan_half_h = math.tan(math.radians(config.fov_deg) / 2)
     tan_half_w = tan_half_h * config.width / config.height
     for j in range(S):
-        worn = d.uniform(0, 1) < config.photo_prob
+        worn = d.uniform(0, 1) < config.photo_prob or (closeup and j == 0 and config.photo_prob > 0)
         k = d.integer(len(TRAINING_PHOTOS))
         zoom, cx, cy, scale, pu, pv, flip = (d.uniform(0, 1) for _ in range(7))
         gain = [d.uniform(0.55, 1.0) for _ in range(3)]
