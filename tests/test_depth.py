@@ -63,6 +63,19 @@ def test_tiny_estimator_returns_depth_and_default_fov_K(net, hw):
     assert h % net.multiple == 0 and w % net.multiple == 0
 
 
+def test_flip_averaged_depth_is_mirror_symmetric_and_the_estimators_default(net):
+    x = torch.rand(2, 3, 40, 72)
+    with torch.no_grad():
+        plain, mirrored = net.predict(x), net.predict(x.flip(-1)).flip(-1)
+        assert not torch.allclose(plain, mirrored, atol=1e-3)  # a net alone is not mirror symmetric
+        averaged = net.predict(x, flip=True)
+        torch.testing.assert_close(averaged, (plain + mirrored) / 2)
+        torch.testing.assert_close(net.predict(x.flip(-1), flip=True).flip(-1), averaged)
+        est = TinyDepthEstimator.from_net(net)
+        assert est.config.test_time_flip
+        torch.testing.assert_close(est(x[0].permute(1, 2, 0)).depth.log(), averaged[0], rtol=1e-4, atol=1e-4)
+
+
 def test_given_depth_resizes_and_scales_K(tmp_path):
     depth = np.linspace(1.0, 5.0, 20 * 30, dtype=np.float32).reshape(20, 30)
     depth[0, 0] = np.nan

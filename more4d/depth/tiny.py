@@ -79,11 +79,15 @@ class TinyDepthNet(ModelMixin, ConfigMixin):
         scale = min(1.0, side / math.sqrt(height * width))
         return max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m)
 
-    def predict(self, rgb: torch.Tensor) -> torch.Tensor:
-        """RGB `(B, 3, H, W)` in [0, 1], any size -> log depth `(B, H, W)`: run at `working_size`, upsampled back."""
+    def predict(self, rgb: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        """RGB `(B, 3, H, W)` in [0, 1], any size -> log depth `(B, H, W)`: run at `working_size`, upsampled back;
+        with `flip`, the mean of the image's and its mirror image's (mirrored back)."""
         H, W = rgb.shape[-2:]
         x = F.interpolate(rgb, size=self.working_size(H, W), mode="bilinear", antialias=True, align_corners=False)
-        return F.interpolate(self(x).float(), size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+        out = F.interpolate(self(x).float(), size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+        return (out[: len(rgb)] + out[len(rgb):].flip(-1)) / 2 if flip else out
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(imagenet_normalize(rgb))
@@ -103,7 +107,10 @@ class TinyDepthEstimator(ModelMixin, ConfigMixin):
     """`DepthEstimator` around `TinyDepthNet`: resizes to the net's working area, returns depth + K.
 
     A diffusers model (`save_pretrained` / `from_pretrained`), so pipelines save and load it as a component. K comes
-    from `fov_deg` (vertical FOV; the net predicts no camera). Depth is clamped to `[min_depth, max_depth]`.
+    from `fov_deg` (vertical FOV; the net predicts no camera). Depth is clamped to `[min_depth, max_depth]`. With
+    `test_time_flip` the log depth is the mean of the image's and its mirror image's: on photos, which the net never
+    saw, part of what it reads into texture differs between the two and cancels (10-25% fewer depth-discontinuity
+    pixels on the evaluation photos; a second, smaller scale would cancel more but biases metric depth).
 
     >>> est = TinyDepthEstimator.from_net(TinyDepthNet.from_pretrained("assets/weights/tiny/depth"))
     >>> est(image).depth          # image (H, W, 3) in [0, 1] -> (H, W) metres
@@ -111,7 +118,7 @@ class TinyDepthEstimator(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, net_config: dict | None = None, fov_deg: float = DEFAULT_FOV_DEG, min_depth: float = 1e-2,
-                 max_depth: float = 1e3) -> None:
+                 max_depth: float = 1e3, test_time_flip: bool = True) -> None:
         super().__init__()
         self.net = TinyDepthNet(**(net_config or {}))
 
@@ -129,6 +136,6 @@ class TinyDepthEstimator(ModelMixin, ConfigMixin):
         """image: `(H, W, 3)` float in [0, 1] -> depth `(H, W)` metres and K `(3, 3)` for `(H, W)`."""
         h, w = int(image.shape[0]), int(image.shape[1])
         x = image.permute(2, 0, 1)[None].to(device=execution_device(self), dtype=self.net.dtype)
-        log_depth = self.net.predict(x)
+        log_depth = self.net.predict(x, self.config.test_time_flip)
         depth = log_depth[0].exp().clamp(self.config.min_depth, self.config.max_depth)
         return DepthPrediction(depth=depth, K=intrinsics_from_fov(self.config.fov_deg, h, w).float())
