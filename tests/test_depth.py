@@ -9,6 +9,7 @@ import types
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from more4d.depth import (
     DepthEstimator,
@@ -19,6 +20,7 @@ from more4d.depth import (
     load_depth,
     unidepth_available,
 )
+from more4d.depth.edges import sharpen_depth_edges
 from more4d.depth.tiny import IMAGENET_MEAN, IMAGENET_STD
 from more4d.errors import InputError
 from more4d.geometry import DEFAULT_FOV_DEG, fov_from_intrinsics
@@ -71,9 +73,24 @@ def test_flip_averaged_depth_is_mirror_symmetric_and_the_estimators_default(net)
         averaged = net.predict(x, flip=True)
         torch.testing.assert_close(averaged, (plain + mirrored) / 2)
         torch.testing.assert_close(net.predict(x.flip(-1), flip=True).flip(-1), averaged)
-        est = TinyDepthEstimator.from_net(net)
-        assert est.config.test_time_flip
+        est = TinyDepthEstimator.from_net(net, edge_median_radius=0)
+        assert est.config.test_time_flip and TinyDepthEstimator.from_net(net).config.edge_median_radius == 3
         torch.testing.assert_close(est(x[0].permute(1, 2, 0)).depth.log(), averaged[0], rtol=1e-4, atol=1e-4)
+
+
+def test_sharpened_depth_steps_at_the_colour_edge_and_keeps_slopes():
+    H, W, edge = 24, 40, 20
+    image = torch.zeros(H, W, 3)
+    image[:, :edge] = torch.tensor([0.8, 0.3, 0.2])
+    image[:, edge:] = torch.tensor([0.2, 0.4, 0.9])
+    step = torch.where(torch.arange(W) < edge, 0.5, 1.5).float()
+    ramp = F.conv1d(F.pad(step.view(1, 1, W), (1, 1), mode="replicate"), torch.full((1, 1, 3), 1 / 3)).view(W)
+    log_depth = ramp.expand(H, W).clone()  # what a smooth net draws: a ramp across the outline
+    out = sharpen_depth_edges(log_depth, image, radius=3)
+    torch.testing.assert_close(out, step.expand(H, W), atol=0.01, rtol=0)
+    slope = torch.linspace(0.0, 1.0, W).expand(H, W).contiguous()  # one colour, one slanted surface
+    torch.testing.assert_close(sharpen_depth_edges(slope, torch.full((H, W, 3), 0.5), radius=3)[:, 3:-3],
+                               slope[:, 3:-3], atol=0.01, rtol=0)
 
 
 def test_given_depth_resizes_and_scales_K(tmp_path):
@@ -150,3 +167,4 @@ def _install_fake_unidepth(monkeypatch, seen: list) -> None:
     models.UniDepthV2 = FakeUniDepthV2
     monkeypatch.setitem(sys.modules, "unidepth", pkg)
     monkeypatch.setitem(sys.modules, "unidepth.models", models)
+
