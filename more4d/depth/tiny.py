@@ -141,6 +141,6 @@ class TinyDepthEstimator(ModelMixin, ConfigMixin):
         x = image.permute(2, 0, 1)[None].to(device=execution_device(self), dtype=self.net.dtype)
         log_depth = self.net.predict(x, self.config.test_time_flip)[0]
         if self.config.edge_median_radius:
-            log_depth = sharpen_depth_edges(log_depth, image, self.config.edge_median_radius)
+            log_depth = sharpen_depth_edges(log_depth, image.to(log_depth.device), self.config.edge_median_radius)
         depth = log_depth.exp().clamp(self.config.min_depth, self.config.max_depth)
         return DepthPrediction(depth=depth, K=intrinsics_from_fov(self.config.fov_deg, h, w).float())
