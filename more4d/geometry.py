@@ -15,6 +15,8 @@ import torch
 from more4d.errors import InputError
 
 DEFAULT_FOV_DEG = 55.0  # vertical FOV used when no depth model predicts K
+# A caption's direction word -> (axis, sign) in camera-0 OpenCV x, y, which are also the image's u, v
+DIRECTION_AXES = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}
 # Seed-compat pseudo-focals (alpha_x, alpha_y): the authors' training data normalises with a 720x960 source
 # resized to 368x512, alpha_x = (512 / 368) / (960 / 720) = 24/23, alpha_y = 1, whatever the tensor size.
 SEED_MOTION_ALPHAS = ((512 / 368) / (960 / 720), 1.0)

@@ -125,7 +125,7 @@ def test_photo_row_says_whether_the_motion_goes_the_captions_way(prompt, follows
 
 
 def test_photo_captions_name_a_direction():
-    from more4d.eval.metrics import DIRECTION_AXES
+    from more4d.geometry import DIRECTION_AXES
 
     for prompt in PHOTOS.values():
         assert sum(word in DIRECTION_AXES for word in prompt.split()) == 1, prompt

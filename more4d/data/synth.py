@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from more4d.data.formats import NovelView, TrajClip
 from more4d.data.photo_textures import TRAINING_PHOTOS, is_grayscale, photo_bank, photo_sizes
 from more4d.errors import InputError
-from more4d.geometry import DEFAULT_FOV_DEG, intrinsics_from_fov
+from more4d.geometry import DEFAULT_FOV_DEG, DIRECTION_AXES, intrinsics_from_fov
 
 SHAPES = ("ball", "box", "cylinder", "capsule")
 MOTIONS = ("translate", "bounce", "orbit", "spin", "approach", "recede", "pulse", "static")
@@ -371,7 +371,8 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
         slot = (j + d.uniform(0.15, 0.85)) / n  # spread objects left to right
         x0 = (2 * slot - 1) * 0.6 * z0 * tan_half_w
         c0 = torch.tensor([x0, ground - size[1], z0], dtype=torch.float64)
-        if closeup and j == 0:  # the subject: centred, 50-90% of the view high, the others behind it
+        subject = closeup and j == 0
+        if subject:  # the subject: centred, 50-90% of the view high, the others behind it
             grow = subject_frac[0] * subject_z * tan_half_h / size[1]
             size = (size[0] * grow, size[1] * grow, min(size[2] * grow * subject_frac[1], 0.5 * subject_z))
             z0 = subject_z
@@ -379,7 +380,7 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
         elif closeup:
             c0[2] = z0 = max(z0, subject_z + 1.5)
         motion = "static" if d.uniform(0, 1) < config.static_prob else d.choice(MOTIONS[:-1])
-        if closeup and j > 0:
+        if closeup and not subject:
             motion = "static"
         lin = torch.zeros(3, dtype=torch.float64)
         bounce = orbit = spin = pulse = 0.0
@@ -388,7 +389,7 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
             direction = d.choice(("left", "right", "up", "down"))
             lo, hi = (0.6, 1.2) if direction in ("left", "right") else (0.5, 0.9)
             dist = d.uniform(lo, hi, hidden=direction != "down")  # a move down starts `dist` up: frame 0 shows it
-            axis, sign = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}[direction]
+            axis, sign = DIRECTION_AXES[direction]
             lin[axis] = sign * dist
             if direction == "down":
                 c0[1] -= dist
@@ -413,14 +414,14 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
         yaw0 = d.uniform(0, 2 * math.pi)
         sweep = (1 if direction == "counterclockwise" else -1) * d.uniform(math.pi, 2 * math.pi, hidden=True)
 
-        if closeup and j == 0:  # move the subject as far in the image as an object at the scenes' usual depth
+        if subject:  # move the subject as far in the image as an object at the scenes' usual depth
             reach = subject_z / (sum(OBJECT_DEPTH) / 2)
             lin, bounce, orbit = lin * reach, bounce * reach, orbit * reach
         factor = 1 + pulse * torch.sin(2 * math.pi * n_pulse * tau)
         scale[j] = torch.tensor(size, dtype=torch.float64) * factor[:, None]
         center[j] = c0 + lin * tau[:, None]
         center[j, :, 1] -= bounce * torch.sin(math.pi * n_bounce * tau).abs()
-        if pulse and direction == "" and not (closeup and j == 0):  # keep a pulsing object on the ground
+        if pulse and direction == "" and not subject:  # keep a pulsing object on the ground
             center[j, :, 1] = ground - size[1] * factor
         angle = theta0 + sweep * tau
         center[j, :, 0] += orbit * (angle.cos() - math.cos(theta0))

@@ -21,10 +21,10 @@ def sharpen_depth_edges(log_depth: torch.Tensor, image: torch.Tensor, radius: in
     """
     H, W = log_depth.shape
     k = 2 * radius + 1
+    rgb = image.float().permute(2, 0, 1)
     values = F.unfold(F.pad(log_depth.float()[None, None], (radius,) * 4, mode="replicate"), k)[0]  # (k*k, H*W)
-    colors = F.unfold(F.pad(image.float().permute(2, 0, 1)[None], (radius,) * 4, mode="replicate"), k)
-    colors = colors.view(3, k * k, H * W)
-    distance = (colors - image.float().permute(2, 0, 1).reshape(3, 1, H * W)).square().sum(0)
+    colors = F.unfold(F.pad(rgb[None], (radius,) * 4, mode="replicate"), k).view(3, k * k, H * W)
+    distance = (colors - rgb.reshape(3, 1, H * W)).square().sum(0)
     weights = torch.exp(-distance / (2 * MEDIAN_COLOR_SIGMA**2))
     values, order = values.sort(0)
     cumulative = weights.gather(0, order).cumsum(0)

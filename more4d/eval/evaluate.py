@@ -46,7 +46,6 @@ from more4d.data.formats import TrajClip
 from more4d.data.synth import SynthConfig, generate_batch, generate_siblings
 from more4d.errors import InputError
 from more4d.eval.metrics import (
-    DIRECTION_AXES,
     classical_inpaint,
     depth_abs_rel,
     depth_delta1,
@@ -63,6 +62,7 @@ from more4d.eval.metrics import (
     track_epe,
 )
 from more4d.geometry import (
+    DIRECTION_AXES,
     denormalize_motion,
     motion_alphas,
     motion_to_video,

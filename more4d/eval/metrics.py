@@ -223,7 +223,6 @@ def classical_inpaint(image: torch.Tensor, hole_mask: torch.Tensor, method: str 
 
 # -- tearing and depth edges --------------------------------------------------------------------------------------
 
-DIRECTION_AXES = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}  # image axis (u, v) and sign
 MOVING_PX = 2.0  # a track moves when it shifts more than this in the image by the last frame
 
 

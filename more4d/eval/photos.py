@@ -24,7 +24,6 @@ import torch
 from more4d.data.photo_textures import skimage_data_dir
 from more4d.errors import InputError
 from more4d.eval.metrics import (
-    DIRECTION_AXES,
     MOVING_PX,
     depth_discontinuities,
     depth_edge_errors,
@@ -33,6 +32,7 @@ from more4d.eval.metrics import (
     mean_image_motion,
     tearing,
 )
+from more4d.geometry import DIRECTION_AXES
 
 if TYPE_CHECKING:
     from more4d.scene import Scene4D
