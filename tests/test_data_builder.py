@@ -137,8 +137,9 @@ def test_synth_command_draws_photo_like_clips(tmp_path):
             "--novel-views", "0"]
     assert main([*args, "--large-prob", "2"]) == 2 and not out.exists()  # refused before anything is written
     assert main([*args, "--closeup-prob", "-1"]) == 2 and not out.exists()
-    assert main([*args, "--unnamed-prob", "1", "--large-prob", "1", "--closeup-prob", "0.5"]) == 0
+    assert main([*args, "--part-prob", "1.5"]) == 2 and not out.exists()
+    assert main([*args, "--unnamed-prob", "1", "--large-prob", "1", "--closeup-prob", "0.5", "--part-prob", "1"]) == 0
     config = SynthConfig(num_frames=5, height=32, width=32, novel_views=0, unnamed_prob=1.0, large_prob=1.0,
-                         closeup_prob=0.5)
+                         closeup_prob=0.5, part_prob=1.0)
     captions = [e.caption for e in read_index(out)]
     assert captions == sample_captions(range(6), config) and any(c.startswith("the ") for c in captions)

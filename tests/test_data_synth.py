@@ -251,6 +251,38 @@ def test_closeups_frame_one_photo_wearing_subject_that_alone_moves():
         SynthConfig(closeup_prob=1.5)
 
 
+def test_closeup_parts_move_with_the_subject_and_wear_its_photo():
+    from more4d.data.synth import _sample_clip
+
+    config = SynthConfig(num_frames=5, height=128, width=128, novel_views=0, photo_prob=0.5, unnamed_prob=1.0,
+                         closeup_prob=1.0)
+    seeds = range(8)
+    whole, parted = generate_batch(seeds, config), generate_batch(seeds, replace(config, part_prob=1.0))
+    assert [m["objects"][0] for m in parted.metas] == [m["objects"][0] for m in whole.metas]  # the same subject
+    grown = 0
+    for b, meta in enumerate(parted.metas):
+        parts = [j for j, o in enumerate(meta["objects"]) if o.get("part_of") == 0]
+        assert len(parts) == len(meta["objects"]) - 1  # part_prob 1: every other object is a part
+        assert all(meta["photos"][f"object{j}"] == meta["photos"]["object0"] for j in parts)
+        if meta["objects"][0]["motion"] == "static":
+            continue
+        assert parted.captions[b].split(" ")[1] in EVERYDAY_NOUNS  # the parts are not named: one thing moves
+        # everything that moves, subject and parts, follows the subject's own motion as one body
+        params = _sample_clip(meta["seed"], replace(config, part_prob=1.0))[0]
+        c, R, s = params["center"][0], params["R"][0], params["scale"][0]
+        points = parted.points[b]
+        moving = (points - points[:1]).norm(dim=-1).amax(0) > 1e-4
+        p0 = points[0, moving] - c[0]
+        expected = c[:, None] + (s[:, :1] / s[:1, :1])[:, None] * (p0 @ R[0] @ R.transpose(1, 2))
+        torch.testing.assert_close(points[:, moving], expected, atol=2e-3, rtol=0)
+        before = whole.points[b]
+        grown += int(moving.sum() > (before - before[:1]).norm(dim=-1).amax(0).gt(1e-4).sum() + 50)
+    assert grown >= 2  # parts stick out of the subject's outline: more pixels move
+    check_tracks_land_on_matching_surface(parted)
+    with pytest.raises(InputError, match="part_prob"):
+        SynthConfig(part_prob=2.0)
+
+
 def test_bad_photo_prob_and_missing_scikit_image(monkeypatch):
     for value in (-0.1, 1.5, float("nan")):
         with pytest.raises(InputError, match="photo_prob"):

@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--closeup-prob", type=float, default=0.0,
                    help="chance that a clip is a close-up of one photo-wearing subject, the only thing that moves, "
                         "as photos frame theirs (default 0)")
+    p.add_argument("--part-prob", type=float, default=0.0,
+                   help="in a close-up, chance that each other object is a part of the subject (a head, an arm) and "
+                        "moves with it (default 0)")
     p.add_argument("--paper-scale", action="store_true", help="the paper's 49 x 368 x 512 clips")
     p.add_argument("--device", default="cpu", help="torch device for rendering (default cpu)")
     p.add_argument("--batch-size", type=int, default=1, help="clips rendered together (use 16-64 on a GPU)")
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     config = SynthConfig(num_frames=args.frames or base.num_frames, height=args.height or base.height,
                          width=args.width or base.width, novel_views=args.novel_views, photo_prob=args.photo_prob,
                          unnamed_prob=args.unnamed_prob, large_prob=args.large_prob,
-                         closeup_prob=args.closeup_prob)
+                         closeup_prob=args.closeup_prob, part_prob=args.part_prob)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = [s for s in range(args.seed, args.seed + args.num_clips) if not (out / f"synth_{s:06d}").exists()]

@@ -7,8 +7,9 @@ surface point it sees, so its 3D trajectory (in camera-0 OpenCV coordinates) fol
 analytic motion; visibility is a depth test against each frame's depth map plus the image bounds. A surface
 wears a procedural pattern or, with `SynthConfig.photo_prob`, a real photograph (`photo_textures`): texture that
 is not geometry, as in photos. `large_prob` stretches objects to the size of a photo's subject, `closeup_prob` frames
-one photo-wearing object near the camera as a photo frames its subject (it alone moves), and `unnamed_prob` captions
-a clip with one moving object as users caption photos ("the dog moves left").
+one photo-wearing object near the camera as a photo frames its subject (it alone moves), `part_prob` attaches the
+close-up's other objects to it as parts (a head, an arm), so that what moves is not one convex primitive, and
+`unnamed_prob` captions a clip with one moving object as users caption photos ("the dog moves left").
 
 All random parameters and all per-frame transforms are drawn and computed on the CPU from a
 `torch.Generator` seeded per clip; only per-pixel work runs on `device`, so CPU and CUDA give the same
@@ -77,6 +78,7 @@ class SynthConfig:
     unnamed_prob: float = 0.0  # chance that the one moving object is named by an everyday noun (see _caption)
     large_prob: float = 0.0  # chance that an object is stretched 1.5-3x, as large as the subject of a photo
     closeup_prob: float = 0.0  # chance that the clip is a close-up of its first object, the only one that moves
+    part_prob: float = 0.0  # in a close-up, chance that each other object is a part of the subject and moves with it
 
     def __post_init__(self) -> None:
         if self.num_frames < 2 or (self.num_frames - 1) % 4:
@@ -92,7 +94,7 @@ class SynthConfig:
             raise InputError(f"novel_views must be in [0, 4], got {self.novel_views}")
         if self.fps <= 0:
             raise InputError(f"fps must be > 0, got {self.fps}")
-        for name in ("photo_prob", "unnamed_prob", "large_prob", "closeup_prob"):
+        for name in ("photo_prob", "unnamed_prob", "large_prob", "closeup_prob", "part_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -352,6 +354,10 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
     subject_z = framing.uniform(*CLOSEUP_DEPTH)
     subject_frac = (framing.uniform(0.5, 0.9), framing.uniform(0.5, 1.0))  # height / view height, depth / height
     subject_at = (framing.uniform(-0.15, 0.15) * tan_half_w, framing.uniform(-0.15, 0.2) * tan_half_h)
+    # parts: whether each other object is one, its size relative to the subject, where on the outline it sits
+    parts = [(closeup and framing.uniform(0, 1) < config.part_prob, framing.uniform(0.3, 0.6),
+              framing.uniform(0, 2 * math.pi), framing.uniform(-0.5, 0.5)) for _ in range(1, J)]
+    carrier: tuple[tuple[float, ...], torch.Tensor, float] = ((1.0,) * 3, torch.ones(T, dtype=torch.float64), 0.0)
     objects = []
     for j in range(n):
         active[j] = True
@@ -372,11 +378,21 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
         x0 = (2 * slot - 1) * 0.6 * z0 * tan_half_w
         c0 = torch.tensor([x0, ground - size[1], z0], dtype=torch.float64)
         subject = closeup and j == 0
+        part = j > 0 and parts[j - 1][0]
         if subject:  # the subject: centred, 50-90% of the view high, the others behind it
             grow = subject_frac[0] * subject_z * tan_half_h / size[1]
             size = (size[0] * grow, size[1] * grow, min(size[2] * grow * subject_frac[1], 0.5 * subject_z))
             z0 = subject_z
             c0 = torch.tensor([subject_at[0] * z0, subject_at[1] * z0, z0], dtype=torch.float64)
+        elif part:  # half inside the subject's outline, half out, at its depth
+            _, relative, at, dz = parts[j - 1]
+            subject_size = carrier[0]
+            size = tuple(relative * s for s in subject_size)
+            out = 1 + relative / 2
+            c0 = center[0, 0] + torch.tensor([math.cos(at) * out * subject_size[0],
+                                              math.sin(at) * out * subject_size[1], dz * subject_size[2]],
+                                             dtype=torch.float64)
+            z0 = float(c0[2])
         elif closeup:
             c0[2] = z0 = max(z0, subject_z + 1.5)
         motion = "static" if d.uniform(0, 1) < config.static_prob else d.choice(MOTIONS[:-1])
@@ -418,6 +434,14 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
             reach = subject_z / (sum(OBJECT_DEPTH) / 2)
             lin, bounce, orbit = lin * reach, bounce * reach, orbit * reach
         factor = 1 + pulse * torch.sin(2 * math.pi * n_pulse * tau)
+        if part:  # carried by the subject: its turn, its pulse and its path
+            factor, turn = carrier[1], _rot_y(carrier[2] * tau)
+            scale[j] = torch.tensor(size, dtype=torch.float64) * factor[:, None]
+            center[j] = center[0] + (turn @ (c0 - center[0, 0]) * factor[:, None])
+            R[j] = turn @ _rot_y(torch.tensor(yaw0, dtype=torch.float64))
+            objects.append({"shape": SHAPES[kind], "color": names[order[j]], "texture": TEXTURES[int(texture[j])],
+                            **{k: objects[0][k] for k in ("motion", "direction")}, "part_of": 0})
+            continue
         scale[j] = torch.tensor(size, dtype=torch.float64) * factor[:, None]
         center[j] = c0 + lin * tau[:, None]
         center[j, :, 1] -= bounce * torch.sin(math.pi * n_bounce * tau).abs()
@@ -427,6 +451,8 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
         center[j, :, 0] += orbit * (angle.cos() - math.cos(theta0))
         center[j, :, 2] += orbit * (angle.sin() - math.sin(theta0))
         R[j] = _rot_y(yaw0 + spin * tau)
+        if subject:  # what its parts take: its size, pulse and spin
+            carrier = (size, factor, spin)
         color_name = names[order[j]]
         objects.append({"shape": SHAPES[kind], "color": color_name, "texture": TEXTURES[int(texture[j])],
                         "motion": motion, "direction": direction})
@@ -474,7 +500,8 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
         "ambient": torch.tensor(d.uniform(0.25, 0.45), dtype=torch.float32),
         "c2w": c2w.float(), "novel_c2w": torch.stack(novel).float(),
     }
-    photo_params, photos = _sample_photos(d, config, active, shape, scale[:, 0], ground, backdrop, closeup)
+    photo_params, photos = _sample_photos(d, config, active, shape, scale[:, 0], ground, backdrop, closeup,
+                                          [p[0] for p in parts])
     params |= photo_params
     caption = _caption(d, config, objects, photos)
     if cam_motion != "static":
@@ -487,10 +514,10 @@ def _sample_clip(seed: int, config: SynthConfig, resample: torch.Generator | Non
 
 
 def _sample_photos(d: _Draw, config: SynthConfig, active: torch.Tensor, shape: torch.Tensor, size: torch.Tensor,
-                   ground: float, backdrop: float, closeup: bool = False
+                   ground: float, backdrop: float, closeup: bool = False, parts: Sequence[bool] = ()
                    ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Which surfaces wear a photo and how it maps onto each (`size (S, 3)`: frame-0 half-extents). A close-up's
-    subject always wears one, when photos are on.
+    subject always wears one, when photos are on, and its parts (`parts[j - 1]`) wear the same photo.
 
     Drawn after every other draw of the clip and a fixed number per surface, so `photo_prob` changes neither the
     rest of the clip nor which photo a surface gets. Texture coords (see `_photo_rgb`) are metres on the planes and
@@ -506,8 +533,10 @@ def _sample_photos(d: _Draw, config: SynthConfig, active: torch.Tensor, shape: t
     tan_half_h = math.tan(math.radians(config.fov_deg) / 2)
     tan_half_w = tan_half_h * config.width / config.height
     for j in range(S):
-        worn = d.uniform(0, 1) < config.photo_prob or (closeup and j == 0 and config.photo_prob > 0)
+        part = 1 <= j <= len(parts) and parts[j - 1]
+        worn = d.uniform(0, 1) < config.photo_prob or ((closeup and j == 0 or part) and config.photo_prob > 0)
         k = d.integer(len(TRAINING_PHOTOS))
+        k = int(photo[0]) if part else k
         zoom, cx, cy, scale, pu, pv, flip = (d.uniform(0, 1) for _ in range(7))
         gain = [d.uniform(0.55, 1.0) for _ in range(3)]
         if not worn or (j < MAX_OBJECTS and not active[j]):
@@ -548,11 +577,12 @@ def _caption(d: _Draw, config: SynthConfig, objects: list[dict[str, str]], photo
     """
     unnamed = d.uniform(0, 1) < config.unnamed_prob
     noun = d.choice(EVERYDAY_NOUNS)
-    moving = [o for o in objects if o["motion"] != "static"]
+    named = [(j, o) for j, o in enumerate(objects) if "part_of" not in o]  # a part moves with what it belongs to
+    moving = [o for _, o in named if o["motion"] != "static"]
     if unnamed and len(moving) == 1:
         return f"the {noun} {_motion_phrase(moving[0]['motion'], moving[0]['direction'])}"
     phrases = []
-    for j, o in enumerate(objects):
+    for j, o in named:
         adjective = "textured" if f"object{j}" in photos else o["color"]
         article = "an" if adjective[0] in "aeiou" else "a"
         phrases.append(f"{article} {adjective} {o['shape']} {_motion_phrase(o['motion'], o['direction'])}")

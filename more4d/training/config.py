@@ -48,6 +48,7 @@ class DataConfig:
     unnamed_prob: float = 0.0          # synth: chance of "the <everyday noun> moves ..." (SynthConfig.unnamed_prob)
     large_prob: float = 0.0            # synth: chance that an object is photo-subject sized (SynthConfig.large_prob)
     closeup_prob: float = 0.0          # synth: chance of a close-up of one moving subject (SynthConfig.closeup_prob)
+    part_prob: float = 0.0             # synth: chance that a close-up's other object is its part (SynthConfig.part_prob)
     caption_suffix: str = ""           # appended to every caption (e.g. a trigger word)
     strict: bool = False               # trajscene60k: stop at an unreadable sample instead of skipping it
 
@@ -110,7 +111,7 @@ class TrainConfig:
             check(getattr(d, name) % 16 == 0 and getattr(d, name) > 0, f"data.{name}", "a positive multiple of 16",
                    getattr(d, name))
         check(d.batch_size > 0, "data.batch_size", "> 0", d.batch_size)
-        for name in ("photo_prob", "unnamed_prob", "large_prob", "closeup_prob"):
+        for name in ("photo_prob", "unnamed_prob", "large_prob", "closeup_prob", "part_prob"):
             check(0.0 <= getattr(d, name) <= 1.0, f"data.{name}", "in [0, 1]", getattr(d, name))
         check(d.pool_size >= d.batch_size, "data.pool_size", f">= data.batch_size ({d.batch_size})", d.pool_size)
         check(d.pool_chunk_size is None or d.pool_chunk_size > 0, "data.pool_chunk_size", "> 0 or null",

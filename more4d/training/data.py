@@ -38,7 +38,7 @@ from more4d.training.config import VALIDATION_SEED_START, DataConfig, TrainConfi
 def synth_config(data: DataConfig, novel_views: int = 0) -> SynthConfig:
     return SynthConfig(num_frames=data.num_frames, height=data.height, width=data.width, novel_views=novel_views,
                        photo_prob=data.photo_prob, unnamed_prob=data.unnamed_prob,
-                       large_prob=data.large_prob, closeup_prob=data.closeup_prob)
+                       large_prob=data.large_prob, closeup_prob=data.closeup_prob, part_prob=data.part_prob)
 
 
 def sample_indices(micro_step: int, rank: int, world: int, batch_size: int) -> list[int]:
