@@ -21,6 +21,7 @@ DIRECTION_AXES = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1
 # resized to 368x512, alpha_x = (512 / 368) / (960 / 720) = 24/23, alpha_y = 1, whatever the tensor size.
 SEED_MOTION_ALPHAS = ((512 / 368) / (960 / 720), 1.0)
 DEPTH_EPS = 1e-4
+EDGE_DEPTH_RATIO = 0.04  # neighbouring frame-0 depths further apart than 4% belong to different surfaces
 
 
 def _check_size(height: int, width: int) -> None:
@@ -76,6 +77,13 @@ def resize_intrinsics(
     K[0] *= sx
     K[1] *= sy
     return K
+
+
+def same_surface(za: torch.Tensor, zb: torch.Tensor, ratio: float = EDGE_DEPTH_RATIO) -> torch.Tensor:
+    """Whether neighbouring pixels of depths `za` and `zb` lie on one surface: their depths differ by less than
+    `ratio` of the nearer one (with `EDGE_DEPTH_RATIO` the renderer closes the gaps between such points and opens
+    those between others)."""
+    return (za - zb).abs() < ratio * torch.minimum(za, zb)
 
 
 def valid_depth_mask(depth: torch.Tensor, eps: float = DEPTH_EPS) -> torch.Tensor:

@@ -78,8 +78,11 @@ def test_depth_edges_and_tearing_against_the_truth(report):
     assert 0 <= d["discontinuity_gt"] < 0.5 and 0 <= d["discontinuity"] <= 1
     for key in ("last", "mean", "last_gt", "mean_gt"):
         assert tr[key] == row[f"tearing_{key}"] and 0 <= tr[key] < 1, key
+        assert tr[f"torn_{key}"] == row[f"torn_{key}"] and 0 <= tr[f"torn_{key}"] < 1, key
+    assert tr["torn_last_gt"] < 0.01  # true motion on true depth keeps its surfaces whole
     text = format_report(report)
     assert "edges (iBims-1, px)" in text and f"last frame {100 * tr['last']:.1f}%" in text
+    assert f"torn from their surface, last frame {100 * tr['torn_last']:.1f}%" in text
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +97,7 @@ def test_photo_eval_table(photo_report):
                                                         ("motorcycle_left", "ground truth")]
     for r in rows:
         assert len(r["tearing"]) == 5 and r["tearing"][0] < 0.01  # frame 0 is the input
-        assert r["tearing_last"] == r["tearing"][-1] and 0 <= r["discontinuity"] <= 1
+        assert r["tearing_last"] == r["tearing"][-1] and 0 <= r["discontinuity"] <= 1 and 0 <= r["torn_last"] < 1
         assert 0 <= r["moving"] <= 1 and len(r["motion_px"]) == 2 and isinstance(r["follows"], bool)
     assert math.isnan(rows[0]["edge_acc"])  # no ground truth for the rocket
     assert 0 < rows[1]["edge_acc"] <= EDGE_MAX_DIST_PX and 0 < rows[1]["edge_comp"] <= EDGE_MAX_DIST_PX

@@ -206,9 +206,22 @@ def test_tearing_still_scene_has_no_holes_and_a_torn_one_opens_a_growing_gap():
     torch.testing.assert_close(tear, shift_px / 48)
 
 
+def test_surface_tears_count_a_split_surface_but_not_a_disocclusion():
+    from more4d.eval.metrics import surface_tears
+
+    depth = torch.full((32, 48), 2.0)
+    motion = torch.zeros(5, 32, 48, 3)
+    motion[:, :, 24:, 0] = (0.04 * torch.arange(5)).view(5, 1, 1)  # the right half of one surface slides away
+    torn = surface_tears(_scene(depth, motion.view(5, -1, 3)))
+    # the seam's two columns, 0.05 m apart at frame 0, stay linked up to 3x that (frames 1, 2), then tear
+    torch.testing.assert_close(torn, torch.tensor([0.0, 0.0, 0.0, 2.0, 2.0]) / 48)
+    depth[:, 24:] = 4.0  # the right half is a surface behind: the same slide uncovers, it tears nothing
+    assert torch.equal(surface_tears(_scene(depth, motion.view(5, -1, 3))), torch.zeros(5))
+
+
 def test_depth_discontinuities_follow_the_renderer_rule():
     from more4d.eval.metrics import depth_discontinuities
-    from more4d.render.scene import EDGE_DEPTH_RATIO
+    from more4d.geometry import EDGE_DEPTH_RATIO
 
     depth = torch.full((16, 20), 2.0)
     depth[:, 10:] = 3.0  # a 50% jump: both columns beside it

@@ -152,7 +152,9 @@ def test_full_scale_layout_round_trip(tmp_path, image):
             assert all(torch.equal(v, saved[k]) for k, v in module.state_dict().items()), name
     assert loaded.vism_defaults == pipe.vism_defaults
     preset = preset_defaults("moge4d")
-    assert loaded.strag.defaults == {k: preset[k] for k in ("num_frames", "num_inference_steps", "guidance_scale")}
+    assert loaded.strag.defaults == {k: preset[k] for k in ("num_frames", "num_inference_steps", "guidance_scale",
+                                                            "surface_smoothing")}
+    assert preset["surface_smoothing"] == 0  # full scale keeps the model's own motion
     assert loaded.strag.resolution == get_preset("moge4d").resolution and loaded.strag.seed_compat
     assert loaded.strag.depth_estimator is None  # UniDepth is a separate package: pass depth= or --depth
     assert loaded.strag.config.vae_tiling and loaded.vism.config.vae_tiling  # the preset's memory setting kept

@@ -160,6 +160,8 @@ def test_callback_preview_seed_and_interrupt(pipe, image, scene):
     (dict(guidance_scale=float("nan")), "guidance_scale"),
     (dict(shift=0.0), "shift"),
     (dict(preview_every=0), "preview_every"),
+    (dict(surface_smoothing=-1), "surface_smoothing"),
+    (dict(surface_smoothing=2.5), "surface_smoothing"),
     (dict(depth=np.zeros((48, 80))), "valid"),
     (dict(depth=np.ones((10, 80))), "aspect"),
 ])
@@ -168,6 +170,14 @@ def test_bad_arguments(pipe, image, kwargs, match):
     args.update(kwargs)
     with pytest.raises(InputError, match=match):
         pipe(image, **args)
+
+
+def test_surface_smoothing_is_the_presets_and_changes_only_the_motion(pipe, image, scene):
+    assert pipe.defaults["surface_smoothing"] == 100 and scene.metadata["surface_smoothing"] == 100
+    raw = pipe(image, "a ball rolls to the left", seed=1, surface_smoothing=0, **FAST)
+    assert raw.metadata["surface_smoothing"] == 0
+    torch.testing.assert_close(raw.points[0], scene.points[0])  # frame 0 is the input either way
+    assert not torch.allclose(raw.points[1:], scene.points[1:])
 
 
 def test_bad_images(pipe, tmp_path):

@@ -11,7 +11,8 @@ Measured, each against its baselines and quality bar:
   where the renderer opens holes) against the ground truth's;
 - tearing: the holes at the input camera in the last frame and over all frames (`tearing`) of the generated
   scene, and as the reference of the ground-truth scene drawn as generated scenes are (true motion uncovers
-  what the input hid);
+  what the input hid); and the pixels torn from a neighbour on their own surface (`surface_tears`), which true
+  motion on exact depth never tears but which a noisy depth can cut anywhere;
 - 4D-STraG with *predicted* depth, against zero motion (points frozen at frame 0) and the mean-motion field (the
   training set's mean normalised motion, `mean_motion_field`), per motion type, in two protocols:
   end to end, the mean 3D end-point error over frames (visible tracks); the frame-0 depth error, shared by every
@@ -58,6 +59,7 @@ from more4d.eval.metrics import (
     psnr,
     relative_error,
     ssim,
+    surface_tears,
     tearing,
     track_epe,
 )
@@ -323,8 +325,9 @@ def _evaluate_clip(clip: TrajClip, strag: Any, vism: Any, mean_field: torch.Tens
     # visibility), so that they differ by depth and motion alone
     drawn_as_generated = dataclasses.replace(truth_scene, visibility=vis[:1].expand_as(vis))
     for suffix, sc in (("", scene), ("_gt", drawn_as_generated)):
-        tear = tearing(sc)
+        tear, torn = tearing(sc), surface_tears(sc)
         row[f"tearing_last{suffix}"], row[f"tearing_mean{suffix}"] = float(tear[-1]), float(tear.mean())
+        row[f"torn_last{suffix}"], row[f"torn_mean{suffix}"] = float(torn[-1]), float(torn.mean())
         row[f"discontinuity{suffix}"] = float(depth_discontinuities(sc).float().mean())
     # ViSM on the novel camera (the source camera when the clip has none): every hole filler, holes and whole frame
     traj, frames = clip_view(clip, 0 if clip.novel else None)
@@ -389,7 +392,8 @@ def _report(rows: list[dict[str, Any]], model: str, num_clips: int, seed_start: 
         "depth": {"abs_rel": mean("abs_rel"), "delta1": mean("delta1"), "bar_abs_rel_max": 0.10,
                   "pass": mean("abs_rel") <= 0.10, "edge_acc": mean("edge_acc"), "edge_comp": mean("edge_comp"),
                   "discontinuity": mean("discontinuity"), "discontinuity_gt": mean("discontinuity_gt")},
-        "tearing": {key: mean(f"tearing_{key}") for key in ("last", "mean", "last_gt", "mean_gt")},
+        "tearing": {**{key: mean(f"tearing_{key}") for key in ("last", "mean", "last_gt", "mean_gt")},
+                    **{f"torn_{key}": mean(f"torn_{key}") for key in ("last", "mean", "last_gt", "mean_gt")}},
         "strag": {**st, "reduction_vs_zero": 1.0 - epe / zero if zero else math.nan,
                   "epe_oracle_motion": mean("epe_oracle_motion"),
                   "end_to_end_pass": bool(epe <= 0.6 * zero and epe < mean_b),
@@ -426,6 +430,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"{100 * d['discontinuity_gt']:.1f}%)",
         f"tearing    holes at the input camera, last frame {100 * tr['last']:.1f}% (true motion "
         f"{100 * tr['last_gt']:.1f}%), mean over frames {100 * tr['mean']:.1f}% ({100 * tr['mean_gt']:.1f}%)",
+        f"           pixels torn from their surface, last frame {100 * tr['torn_last']:.1f}% (true motion "
+        f"{100 * tr['torn_last_gt']:.1f}%), mean over frames {100 * tr['torn_mean']:.1f}% "
+        f"({100 * tr['torn_mean_gt']:.1f}%)",
         f"4D-STraG   sampler: {report['strag_sampler']['num_inference_steps']} steps, guidance "
         f"{report['strag_sampler']['guidance_scale']:g}",
         f"           end-to-end EPE {s['epe']:.4f}  zero-motion {s['epe_zero_motion']:.4f}  mean-motion "

@@ -1,6 +1,7 @@
 """Exact metrics on synthetic ground truth: 3D track end-point error (of points or of displacements), depth
 AbsRel / delta1, PSNR / SSIM; and what tears a scene, measurable on real photos too: tearing (holes at the input
-camera over time), depth discontinuities (where the renderer opens holes) and the iBims-1 depth-boundary errors.
+camera over time), surface tears (neighbours on one surface pulled apart), depth discontinuities (where the renderer
+opens holes) and the iBims-1 depth-boundary errors.
 
 The tensor metrics take arbitrary leading batch dims and return one value per leading index (a tensor of that
 shape; a 0-d tensor without batch dims). Masks select the pixels/points that count; an empty selection gives NaN
@@ -250,6 +251,18 @@ def tearing(scene: Scene4D) -> torch.Tensor:
 
     _, hole = render_views(scene, [resolve_camera("static", scene)], scene.height, scene.width)
     return hole[0].float().mean(dim=(1, 2)).cpu()
+
+
+def surface_tears(scene: Scene4D) -> torch.Tensor:
+    """The fraction `(T,)` of frame-0 pixels with a depth that, at time t, have parted from a grid neighbour on their
+    own surface (`more4d.render.torn_pixels`): tears alone, where `tearing` also counts what moving surfaces
+    uncover. Frame 0 is 0."""
+    from more4d.render import torn_pixels
+
+    points = scene.points.float()
+    torn = torn_pixels(points, points[0], scene.image_size).flatten(1)
+    valid = scene.visibility[0].to(torn.device)
+    return (torn & valid).float().sum(1).cpu() / valid.sum().clamp_min(1).cpu()
 
 
 def depth_discontinuities(scene: Scene4D) -> torch.Tensor:

@@ -3,7 +3,8 @@ each with a caption that asks for motion.
 
 Per photo: the share of pixels that move (more than `MOVING_PX` in the image by the last frame), their mean image
 motion and whether it goes the caption's way (its direction word dominates the motion); the holes at the input
-camera in the last frame and over all frames (`tearing`), and the share of pixels on a depth discontinuity
+camera in the last frame and over all frames (`tearing`), the pixels torn from their own surface in the last frame
+(`surface_tears`), and the share of pixels on a depth discontinuity
 (`depth_discontinuities`); no ground truth is needed. Middlebury's motorcycle ships with a ground-truth disparity
 map: for it also the iBims-1 depth-boundary errors of the predicted depth, and a second run on the true depth,
 which tells what the depth contributes to the tearing.
@@ -30,6 +31,7 @@ from more4d.eval.metrics import (
     fill_invalid_far,
     image_displacement,
     mean_image_motion,
+    surface_tears,
     tearing,
 )
 from more4d.geometry import DIRECTION_AXES
@@ -82,13 +84,13 @@ def photo_row(photo: Photo, scene: Scene4D, depth_source: str) -> dict[str, Any]
     """The measurements of one scene generated from `photo` (see the module docstring)."""
     from more4d.pipelines.strag import crop_resize
 
-    tear = tearing(scene)
+    tear, torn = tearing(scene), surface_tears(scene)
     moving = image_displacement(scene.points, scene.K).norm(dim=-1) > MOVING_PX
     motion = mean_image_motion(scene.points, scene.K, moving)
     word = next(w for w in photo.prompt.split() if w in DIRECTION_AXES)
     axis, sign = DIRECTION_AXES[word]
     row = {"photo": photo.name, "prompt": photo.prompt, "depth": depth_source, "tearing": tear.tolist(),
-           "tearing_last": float(tear[-1]), "tearing_mean": float(tear.mean()),
+           "tearing_last": float(tear[-1]), "tearing_mean": float(tear.mean()), "torn_last": float(torn[-1]),
            "moving": float(moving.float().mean()), "motion_px": motion.tolist(),
            "follows": bool(sign * motion[axis] > motion[1 - axis].abs()),
            "discontinuity": float(depth_discontinuities(scene).float().mean()), "edge_acc": math.nan,
@@ -148,13 +150,14 @@ def format_photo_report(report: dict[str, Any]) -> str:
     lines = [f"more4d eval --photos: model {report['model']}, {report['device']}, {report['seconds']} s; "
              f"{s['num_frames']} frames, {s['num_inference_steps']} steps, guidance {s['guidance_scale']:g}, seed 0",
              f"moving: pixels shifted > {MOVING_PX:g} px by the last frame, their mean shift (px) and whether it goes the "
-             "caption's way; tearing: holes at the input camera; discontinuity: pixels the renderer opens on a depth "
-             "edge; depth edges (iBims-1, px) against the true depth",
+             "caption's way; tearing: holes at the input camera; torn: pixels pulled from a neighbour on their own "
+             "surface, last frame; discontinuity: pixels the renderer opens on a depth edge; depth edges (iBims-1, px) "
+             "against the true depth",
              f"{'photo':<16} {'depth':<13} {'moving':>7} {'shift dx, dy':>13} {'caption':>8} {'tearing last':>12} "
-             f"{'mean':>7} {'discontinuity':>13} {'edge acc':>8} {'comp':>6}"]
+             f"{'mean':>7} {'torn':>6} {'discontinuity':>13} {'edge acc':>8} {'comp':>6}"]
     lines += [f"{r['photo']:<16} {r['depth']:<13} {100 * r['moving']:>6.1f}% "
               f"{r['motion_px'][0]:>+6.1f},{r['motion_px'][1]:>+6.1f} {'follows' if r['follows'] else 'misses':>8} "
-              f"{100 * r['tearing_last']:>11.1f}% {100 * r['tearing_mean']:>6.1f}% "
+              f"{100 * r['tearing_last']:>11.1f}% {100 * r['tearing_mean']:>6.1f}% {100 * r['torn_last']:>5.1f}% "
               f"{100 * r['discontinuity']:>12.1f}% {px(r['edge_acc']):>8} {px(r['edge_comp']):>6}"
               for r in report["photos"]]
     return "\n".join(lines)

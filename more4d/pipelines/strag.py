@@ -2,8 +2,9 @@
 
 Steps (docs/method.md, "4D-STraG"): load image -> bucket to the model's resolution (K follows the resize/crop) ->
 metric depth + K -> conditions (image video and depth video, VAE-encoded; start slot zeros) -> text embeddings
--> MPM features -> flow-matching denoising (velocity, CFG batched) -> decode the motion video -> inverse
-depth-guided normalisation with z0 -> Scene4D.
+-> MPM features -> flow-matching denoising (velocity, CFG batched) -> decode the motion video -> optional surface
+smoothing (`more4d.motion_smoothing`; the tiny preset's default) -> inverse depth-guided normalisation with z0 ->
+Scene4D.
 
 The model has no visibility channel: `Scene4D.visibility` is True for every track with a valid frame-0 depth
 (and False for the others, which stay at their frame-0 position).
@@ -36,6 +37,7 @@ from more4d.io import load_image
 from more4d.models.motion_vae import wan_encode
 from more4d.models.strag_transformer import LATENT_CHANNELS
 from more4d.models.text_encoder import check_prompts, encode_prompt
+from more4d.motion_smoothing import check_surface_smoothing, smooth_motion_on_surfaces
 from more4d.pipelines.base import StagePipeline
 from more4d.pipelines.cpu_speedups import use_onednn_conv3d
 from more4d.pipelines.schedulers import (
@@ -54,7 +56,7 @@ MAX_FRAMES = 257
 MAX_STEPS = 1000
 # what `__call__` uses when an argument is not given; presets override them (`Preset.strag_defaults`, whose
 # "scheduler" and "shift" choose the pipeline's scheduler instead)
-DEFAULTS = dict(num_frames=17, num_inference_steps=10, guidance_scale=4.0)
+DEFAULTS = dict(num_frames=17, num_inference_steps=10, guidance_scale=4.0, surface_smoothing=0)
 
 
 def preset_defaults(preset: str) -> dict[str, Any]:
@@ -299,10 +301,12 @@ class STraGPipeline(StagePipeline):
         return self.motion_encoder(x)
 
     def decode_scene(self, latents: torch.Tensor, image: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
-                     prompt: str, metadata: dict[str, Any]) -> Scene4D:
-        """Motion latents `(1, 16, F, h/8, w/8)` -> Scene4D (decode, inverse normalisation with z0)."""
+                     prompt: str, metadata: dict[str, Any], surface_smoothing: int = 0) -> Scene4D:
+        """Motion latents `(1, 16, F, h/8, w/8)` -> Scene4D (decode, `surface_smoothing` iterations of
+        `smooth_motion_on_surfaces`, inverse normalisation with z0)."""
         h, w = image.shape[:2]
         m = self.motion_vae.decode_motion(latents.to(self.motion_vae.dtype))[0].float().cpu()  # (3, T, h, w)
+        m = smooth_motion_on_surfaces(m, depth, surface_smoothing)
         motion = video_to_motion(m)  # (T, h*w, 3)
         motion[0] = 0.0  # frame 0 is the input by definition
         points0 = backproject_depth(depth, K)
@@ -384,7 +388,7 @@ class STraGPipeline(StagePipeline):
     def check_inputs(self, prompt: Any, negative_prompt: Any, prompt_embeds: torch.Tensor | None,
                      negative_prompt_embeds: torch.Tensor | None, num_frames: Any, num_inference_steps: Any,
                      guidance_scale: Any, shift: Any, resolution: Any, preview_every: Any,
-                     callback_on_step_end_tensor_inputs: Sequence[str]) -> None:
+                     callback_on_step_end_tensor_inputs: Sequence[str], surface_smoothing: Any = 0) -> None:
         """Raise `InputError` for any argument of `__call__` out of range (the CLI and the app call the same rules)."""
         if (prompt is None) == (prompt_embeds is None):
             raise InputError("pass exactly one of `prompt` and `prompt_embeds`")
@@ -405,6 +409,7 @@ class STraGPipeline(StagePipeline):
             raise InputError(f"`shift` must be a finite number > 0, got {shift!r}")
         if resolution is not None and (len(resolution) != 2 or min(resolution) < BUCKET_MULTIPLE):
             raise InputError(f"`resolution` must be (H, W) with sides >= {BUCKET_MULTIPLE}, got {resolution!r}")
+        check_surface_smoothing(surface_smoothing)
         if preview_every is not None and (not isinstance(preview_every, int) or preview_every < 1):
             raise InputError(f"`preview_every` must be a positive int or None, got {preview_every!r}")
         bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
@@ -471,6 +476,7 @@ class STraGPipeline(StagePipeline):
         preview_every: int | None = None,
         resolution: tuple[int, int] | None = None,
         release_stages: bool = False,
+        surface_smoothing: int | None = None,
     ) -> Scene4D:
         """Generate a Scene4D.
 
@@ -496,15 +502,19 @@ class STraGPipeline(StagePipeline):
             release_stages: free each stage's models as soon as they are done (depth, text/image/motion
                 encoders before denoising, the transformer before decoding): lowest peak memory for a one-shot
                 run; the pipeline cannot be called again afterwards.
+            surface_smoothing: iterations of `more4d.motion_smoothing.smooth_motion_on_surfaces` on the decoded
+                motion, so that no surface tears where the model's moving region ends inside it (default
+                `self.defaults`: 100 for the tiny model, 0 at full scale).
         """
         # 1. check inputs
         d = self.defaults
         num_frames = d["num_frames"] if num_frames is None else num_frames
         num_inference_steps = d["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         guidance_scale = d["guidance_scale"] if guidance_scale is None else guidance_scale
+        surface_smoothing = d["surface_smoothing"] if surface_smoothing is None else surface_smoothing
         self.check_inputs(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, num_frames,
                           num_inference_steps, guidance_scale, shift, resolution, preview_every,
-                          callback_on_step_end_tensor_inputs)
+                          callback_on_step_end_tensor_inputs, surface_smoothing)
         prompt = "" if prompt is None else check_prompt(prompt)
         negative_prompt = check_prompt(negative_prompt, "negative_prompt", allow_empty=True)
         guidance_scale = float(guidance_scale)
@@ -541,7 +551,8 @@ class STraGPipeline(StagePipeline):
                          negative_prompt_embeds=negative_prompt_embeds)
             kwargs = {k: local[k] for k in callback_on_step_end_tensor_inputs}
             if preview_every and ((i + 1) % preview_every == 0 or last):
-                kwargs["preview"] = self.decode_scene(x0, image_t, depth_t, K, prompt, {"preview_step": i + 1})
+                kwargs["preview"] = self.decode_scene(x0, image_t, depth_t, K, prompt, {"preview_step": i + 1},
+                                                      surface_smoothing)
             result = callback_on_step_end(self, i, t, kwargs) or {}
             return result.get("latents", latents)
 
@@ -560,9 +571,10 @@ class STraGPipeline(StagePipeline):
             num_frames=num_frames, num_inference_steps=int(num_inference_steps), steps_done=steps_done,
             guidance_scale=guidance_scale, shift=scheduler_shift(scheduler), scheduler=type(scheduler).__name__,
             seed=seed, cfg=do_cfg, seed_compat=self.seed_compat, interrupted=self.interrupt,
+            surface_smoothing=surface_smoothing,
             visibility="valid frame-0 depth (the model predicts no visibility)", **info,
         )
-        scene = self.decode_scene(final, image_t, depth_t, K, prompt, metadata)
+        scene = self.decode_scene(final, image_t, depth_t, K, prompt, metadata, surface_smoothing)
         self.maybe_free_model_hooks()
         return scene
 

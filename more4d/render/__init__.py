@@ -4,7 +4,8 @@ The pure-PyTorch reference runs on CPU and CUDA; gsplat is used for the gaussian
 """
 
 from more4d.render.backends import gsplat_available
-from more4d.render.scene import render_scene, render_video, surface_radius
+from more4d.render.scene import render_scene, render_video, surface_radius, torn_pixels
 from more4d.render.splat import RenderOutput, render_points
 
-__all__ = ["RenderOutput", "gsplat_available", "render_points", "render_scene", "render_video", "surface_radius"]
+__all__ = ["RenderOutput", "gsplat_available", "render_points", "render_scene", "render_video", "surface_radius",
+           "torn_pixels"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from more4d.errors import InputError
+from more4d.geometry import same_surface
 from more4d.render.splat import FOOTPRINT_PX, Backend, RenderMode, RenderOutput, render_points
 
 if TYPE_CHECKING:
@@ -17,7 +19,6 @@ if TYPE_CHECKING:
     from more4d.scene import Scene4D
 
 
-EDGE_DEPTH_RATIO = 0.04  # neighbouring frame-0 depths further apart than 4% belong to different surfaces
 TEAR_STRETCH = 3.0  # neighbours whose 3D distance grew over 3x since frame 0 are torn apart: their gap stays a hole
 MAX_RADIUS_PX = 12.0  # no point is drawn larger than this, however far its neighbours moved
 EDGE_REVEAL_PX = 2.0  # a point beside a depth discontinuity hides once the view parts it this far from the other side
@@ -28,10 +29,10 @@ def surface_radius(points: torch.Tensor, points0: torch.Tensor, image_size: tupl
     """Per point and frame: the world radius that closes the gaps to grid neighbours of the same surface, and
     whether the point is drawn at all.
 
-    The tracks are the frame-0 pixel grid (row-major, `image_size`). Two 4-neighbours are one surface when their
-    frame-0 depths differ by less than `EDGE_DEPTH_RATIO` and their 3D distance has not grown more than
-    `TEAR_STRETCH` times. Each point's screen radius in the rendering camera is `FOOTPRINT_PX` times the largest
-    screen distance to such a neighbour (at least `FOOTPRINT_PX`, at most `MAX_RADIUS_PX`): a slanted or receding
+    The tracks are the frame-0 pixel grid (row-major, `image_size`). Two 4-neighbours are linked when their
+    frame-0 depths put them on one surface (`more4d.geometry.same_surface`) and their 3D distance has not grown more
+    than `TEAR_STRETCH` times. Each point's screen radius in the rendering camera is `FOOTPRINT_PX` times the largest
+    screen distance to a linked neighbour (at least `FOOTPRINT_PX`, at most `MAX_RADIUS_PX`): a slanted or receding
     surface stays closed. A point next to a depth discontinuity is dropped once the view pulls it more than
     `EDGE_REVEAL_PX` from its neighbour across the edge: what the input never saw is a hole for 4D-ViSM to fill,
     not a curtain of stretched points. From the input camera grid neighbours are 1 px apart, so every point is
@@ -52,18 +53,10 @@ def surface_radius(points: torch.Tensor, points0: torch.Tensor, image_size: tupl
     cam = points @ w2c[:, :3, :3].transpose(1, 2) + w2c[:, None, :3, 3]  # (B, N, 3)
     z = cam[..., 2]
     uv = cam[..., :2] / z[..., None].clamp_min(1e-6) * torch.stack([K[:, 0, 0], K[:, 1, 1]], -1)[:, None]
-    grid_uv, grid_p = uv.view(B, height, width, 2), points.view(B, height, width, 3)
-    z0, p0 = points0[:, 2].view(height, width), points0.view(height, width, 3)
+    grid_uv = uv.view(B, height, width, 2)
     spacing = torch.zeros(B, height, width, device=points.device)
     revealed = torch.zeros(B, height, width, dtype=torch.bool, device=points.device)
-    for dim in (1, 2):  # vertical, then horizontal neighbour pairs of the (B, H, W) grid
-        n = grid_uv.shape[dim] - 1
-        a = (slice(None),) * (dim - 1) + (slice(0, n),)
-        b = (slice(None),) * (dim - 1) + (slice(1, n + 1),)
-        same = (z0[a] - z0[b]).abs() < EDGE_DEPTH_RATIO * torch.minimum(z0[a], z0[b])
-        rest = (p0[a] - p0[b]).norm(dim=-1)
-        moved = (grid_p[(slice(None), *a)] - grid_p[(slice(None), *b)]).norm(dim=-1)
-        linked = same & (moved <= TEAR_STRETCH * rest.clamp_min(1e-9))
+    for dim, a, b, same, linked in _neighbour_pairs(points, points0, image_size):
         gap = torch.nan_to_num((grid_uv[(slice(None), *a)] - grid_uv[(slice(None), *b)]).norm(dim=-1), nan=0.0)
         pair_spacing = torch.where(linked, gap, 0.0)
         pair_revealed = ~same & (gap > EDGE_REVEAL_PX)
@@ -74,6 +67,40 @@ def surface_radius(points: torch.Tensor, points0: torch.Tensor, image_size: tupl
     radius = radius_px * z / torch.sqrt(K[:, 0, 0] * K[:, 1, 1])[:, None]
     drawn = torch.isfinite(radius) & (z > 0) & ~revealed.view(B, N)
     return torch.where(drawn, radius, torch.zeros_like(radius)), drawn
+
+
+def torn_pixels(points: torch.Tensor, points0: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """`(B, H, W)` bool: the frame-0 pixels that, in each of B frames `points (B, N, 3)`, have parted from a grid
+    neighbour on their own surface: their 3D distance grew more than `TEAR_STRETCH` times since `points0 (N, 3)`.
+    Seen from any camera the renderer leaves such a gap open; unlike the holes a view shows, which also mark what
+    moving surfaces uncover, these are tears alone."""
+    height, width = image_size
+    torn = torch.zeros(points.shape[0], height, width, dtype=torch.bool, device=points.device)
+    for dim, _, _, same, linked in _neighbour_pairs(points, points0, image_size):
+        for pad in _pair_pads(dim):
+            torn |= F.pad(same & ~linked, pad)
+    return torn
+
+
+def _neighbour_pairs(points: torch.Tensor, points0: torch.Tensor, image_size: tuple[int, int]
+                     ) -> Iterator[tuple[int, tuple[slice, ...], tuple[slice, ...], torch.Tensor, torch.Tensor]]:
+    """For vertical, then horizontal grid neighbours (`dim` 1, 2 of `(B, H, W)`): the slices `a`, `b` of `(H, W)`
+    that pick each pair's first and second pixel, whether the pair is on one surface at frame 0 `(H, W')` and
+    whether it is still linked in each frame `(B, H', W')` (one surface, stretched at most `TEAR_STRETCH` times)."""
+    height, width = image_size
+    B, N, _ = points.shape
+    if height * width != N:
+        raise InputError(f"image_size {tuple(image_size)} does not match {N} tracks")
+    grid_p = points.view(B, height, width, 3)
+    z0, p0 = points0[:, 2].view(height, width), points0.view(height, width, 3)
+    for dim in (1, 2):
+        n = (height, width)[dim - 1] - 1
+        a = (slice(None),) * (dim - 1) + (slice(0, n),)
+        b = (slice(None),) * (dim - 1) + (slice(1, n + 1),)
+        same = same_surface(z0[a], z0[b])
+        rest = (p0[a] - p0[b]).norm(dim=-1)
+        moved = (grid_p[(slice(None), *a)] - grid_p[(slice(None), *b)]).norm(dim=-1)
+        yield dim, a, b, same, same & (moved <= TEAR_STRETCH * rest.clamp_min(1e-9))
 
 
 def _pair_pads(dim: int) -> tuple[list[int], list[int]]:

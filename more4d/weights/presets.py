@@ -128,8 +128,10 @@ PRESETS: dict[str, Preset] = {
         default_dir=TINY_DIR,
         resolution=(256, 256),
         # 8 Euler steps without guidance: lower held-out motion error than 2 steps, as low as 4; guidance makes
-        # the tiny model's motion larger and worse (assets/weights/tiny/README.md)
-        strag_defaults=dict(num_frames=17, num_inference_steps=8, guidance_scale=1.0, shift=5.0, scheduler="euler"),
+        # the tiny model's motion larger and worse; its moving regions end inside photos' objects, which the
+        # surface smoothing keeps whole (assets/weights/tiny/README.md)
+        strag_defaults=dict(num_frames=17, num_inference_steps=8, guidance_scale=1.0, shift=5.0, scheduler="euler",
+                            surface_smoothing=100),
         # holes by push-pull: the tiny RGB VAE reconstructs frames at ~18 dB, below what a pixel-space fill reaches in the
         # holes (assets/weights/tiny/README.md, "4D-ViSM"); `inpaint="model"` runs the tiny diffusion model
         vism_defaults=dict(num_inference_steps=4, guidance_scale=1.0, shift=3.0, inpaint="pushpull", composite=True),
