@@ -172,12 +172,18 @@ def test_bad_arguments(pipe, image, kwargs, match):
         pipe(image, **args)
 
 
-def test_surface_smoothing_is_the_presets_and_changes_only_the_motion(pipe, image, scene):
+def test_surface_smoothing_is_the_presets_and_smooths_depth_and_motion(pipe, image, scene):
+    from more4d.surface_smoothing import smooth_depth_over_surfaces
+
     assert pipe.defaults["surface_smoothing"] == 100 and scene.metadata["surface_smoothing"] == 100
     raw = pipe(image, "a ball rolls to the left", seed=1, surface_smoothing=0, **FAST)
     assert raw.metadata["surface_smoothing"] == 0
-    torch.testing.assert_close(raw.points[0], scene.points[0])  # frame 0 is the input either way
-    assert not torch.allclose(raw.points[1:], scene.points[1:])
+    torch.testing.assert_close(scene.depth0, smooth_depth_over_surfaces(raw.depth0, 100))
+    assert not torch.allclose(raw.points[1:] - raw.points[:1], scene.points[1:] - scene.points[:1])
+    depth = np.full(image.shape[:2], 2.0, dtype=np.float32)
+    depth[:, 40:] = 2.1  # a 5% step, which the smoothing would ramp
+    given = pipe(image, "a ball rolls to the left", seed=1, depth=depth, **FAST)
+    torch.testing.assert_close(given.depth0, pipe.prepare_image(image, depth, RES)[1])  # used as the user gave it
 
 
 def test_bad_images(pipe, tmp_path):

@@ -24,9 +24,10 @@ logger = logging.getLogger(__name__)
 MODEL_NOTES = {
     "tiny": ("**tiny** (15 M parameters, runs on a CPU) learned only procedural scenes: balls, boxes and cylinders "
              "that move, bounce, pulse or spin as the caption says (see the examples). On a photo, name its subject "
-             "and one of those motions (\"the cat moves right\"): it moves what its depth puts in front, whole where "
-             "the depth separates it and torn where it does not, and cannot wave a hand or turn a head. Photos need "
-             "the full-scale `moge4d` model on a GPU."),
+             "and one of those motions (\"the cat moves right\"): it moves what its depth puts in front, stretching "
+             "rather than tearing it, while the rest of the frame drifts a little; it cannot wave a hand or turn a "
+             "head, and other views break up where its depth is unsure. Photos need the full-scale `moge4d` model "
+             "on a GPU."),
     "moge4d": ("**moge4d**: the authors' released MoGe4D weights (Wan2.1-14B based). Photographs and free-form "
                "prompts, 49 frames at 368x512; minutes per generation and per render on one GPU."),
     "wan2.1-14b": ("**wan2.1-14b**: full-scale weights you trained, in more4d's own layout. Photographs and "

@@ -1,10 +1,10 @@
 """4D-STraG pipeline: one image + its depth + a prompt -> dense 3D trajectories of every pixel (Scene4D).
 
 Steps (docs/method.md, "4D-STraG"): load image -> bucket to the model's resolution (K follows the resize/crop) ->
-metric depth + K -> conditions (image video and depth video, VAE-encoded; start slot zeros) -> text embeddings
--> MPM features -> flow-matching denoising (velocity, CFG batched) -> decode the motion video -> optional surface
-smoothing (`more4d.motion_smoothing`; the tiny preset's default) -> inverse depth-guided normalisation with z0 ->
-Scene4D.
+metric depth + K -> [surface smoothing of an estimated depth] -> conditions (image video and depth video, VAE-encoded; start
+slot zeros) -> text embeddings -> MPM features -> flow-matching denoising (velocity, CFG batched) -> decode the
+motion video -> [surface smoothing of the motion] -> inverse depth-guided normalisation with z0 -> Scene4D. The
+bracketed steps (`more4d.surface_smoothing`) are the tiny preset's; full scale skips them.
 
 The model has no visibility channel: `Scene4D.visibility` is True for every track with a valid frame-0 depth
 (and False for the others, which stay at their frame-0 position).
@@ -37,7 +37,6 @@ from more4d.io import load_image
 from more4d.models.motion_vae import wan_encode
 from more4d.models.strag_transformer import LATENT_CHANNELS
 from more4d.models.text_encoder import check_prompts, encode_prompt
-from more4d.motion_smoothing import check_surface_smoothing, smooth_motion_on_surfaces
 from more4d.pipelines.base import StagePipeline
 from more4d.pipelines.cpu_speedups import use_onednn_conv3d
 from more4d.pipelines.schedulers import (
@@ -50,6 +49,7 @@ from more4d.pipelines.schedulers import (
     with_shift,
 )
 from more4d.scene import Scene4D
+from more4d.surface_smoothing import check_surface_smoothing, smooth_depth_over_surfaces, smooth_over_surfaces
 
 BUCKET_MULTIPLE = 16  # VAE (8) x patch (2)
 MAX_FRAMES = 257
@@ -303,10 +303,10 @@ class STraGPipeline(StagePipeline):
     def decode_scene(self, latents: torch.Tensor, image: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
                      prompt: str, metadata: dict[str, Any], surface_smoothing: int = 0) -> Scene4D:
         """Motion latents `(1, 16, F, h/8, w/8)` -> Scene4D (decode, `surface_smoothing` iterations of
-        `smooth_motion_on_surfaces`, inverse normalisation with z0)."""
+        `smooth_over_surfaces`, inverse normalisation with z0)."""
         h, w = image.shape[:2]
         m = self.motion_vae.decode_motion(latents.to(self.motion_vae.dtype))[0].float().cpu()  # (3, T, h, w)
-        m = smooth_motion_on_surfaces(m, depth, surface_smoothing)
+        m = smooth_over_surfaces(m, depth, surface_smoothing)
         motion = video_to_motion(m)  # (T, h*w, 3)
         motion[0] = 0.0  # frame 0 is the input by definition
         points0 = backproject_depth(depth, K)
@@ -502,9 +502,10 @@ class STraGPipeline(StagePipeline):
             release_stages: free each stage's models as soon as they are done (depth, text/image/motion
                 encoders before denoising, the transformer before decoding): lowest peak memory for a one-shot
                 run; the pipeline cannot be called again afterwards.
-            surface_smoothing: iterations of `more4d.motion_smoothing.smooth_motion_on_surfaces` on the decoded
-                motion, so that no surface tears where the model's moving region ends inside it (default
-                `self.defaults`: 100 for the tiny model, 0 at full scale).
+            surface_smoothing: iterations of `more4d.surface_smoothing.smooth_over_surfaces`, on the bucketed
+                log depth when the pipeline estimates it (steps of a few percent inside one surface would open
+                holes in other views) and on the decoded motion (so that no surface tears where the model's moving
+                region ends inside it); default `self.defaults`: 100 for the tiny model, 0 at full scale.
         """
         # 1. check inputs
         d = self.defaults
@@ -526,8 +527,10 @@ class STraGPipeline(StagePipeline):
         device = self._execution_device
         self._interrupt = False
 
-        # 2. image -> depth + K (bucketed)
+        # 2. image -> depth + K (bucketed); an estimated depth's surfaces smoothed, a given one used as given
         image_t, depth_t, K, info = self.prepare_image(image, depth, resolution)
+        if depth is None:
+            depth_t = smooth_depth_over_surfaces(depth_t, surface_smoothing)
         h, w = image_t.shape[:2]
 
         # 3. text, conditions, MPM features
