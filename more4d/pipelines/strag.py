@@ -1,10 +1,10 @@
 """4D-STraG pipeline: one image + its depth + a prompt -> dense 3D trajectories of every pixel (Scene4D).
 
 Steps (docs/method.md, "4D-STraG"): load image -> bucket to the model's resolution (K follows the resize/crop) ->
-metric depth + K -> [surface smoothing of an estimated depth] -> conditions (image video and depth video, VAE-encoded; start
-slot zeros) -> text embeddings -> MPM features -> flow-matching denoising (velocity, CFG batched) -> decode the
-motion video -> [surface smoothing of the motion] -> inverse depth-guided normalisation with z0 -> Scene4D. The
-bracketed steps (`more4d.surface_smoothing`) are the tiny preset's; full scale skips them.
+metric depth + K -> [surface smoothing of an estimated depth] -> conditions (image video and depth video,
+VAE-encoded; start slot zeros) -> text embeddings -> MPM features -> flow-matching denoising (velocity, CFG
+batched) -> decode the motion video -> [surface smoothing of the motion] -> inverse depth-guided normalisation with
+z0 -> Scene4D. The bracketed steps (`more4d.surface_smoothing`) are the tiny preset's; full scale skips them.
 
 The model has no visibility channel: `Scene4D.visibility` is True for every track with a valid frame-0 depth
 (and False for the others, which stay at their frame-0 position).
