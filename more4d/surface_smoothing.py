@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from more4d.errors import InputError
-from more4d.geometry import same_surface
+from more4d.geometry import same_surface, valid_depth_mask
 
 MAX_SMOOTHING = 10_000
 # Values part only across depth steps over 10%, looser than the renderer's 4% (`EDGE_DEPTH_RATIO`): on photos the
@@ -32,7 +32,7 @@ def check_surface_smoothing(iterations: object) -> int:
 def smooth_over_surfaces(values: torch.Tensor, depth: torch.Tensor, iterations: int) -> torch.Tensor:
     """`iterations` Jacobi steps of `values (..., H, W)` (a motion video `(3, T, H, W)`, a log depth `(H, W)`): each
     pixel becomes the mean of itself and its 4-neighbours on its surface of `depth (H, W)` (depth steps under
-    `SURFACE_EDGE_RATIO`; pixels with depth <= 0 are linked to nothing).
+    `SURFACE_EDGE_RATIO`; pixels without a valid depth, `valid_depth_mask`, are linked to nothing).
 
     The spread grows as the square root of `iterations` (100: a ramp about 20 px wide). Returns a new tensor of
     the input's dtype; 0 iterations return the input unchanged.
@@ -44,7 +44,7 @@ def smooth_over_surfaces(values: torch.Tensor, depth: torch.Tensor, iterations: 
     if iterations == 0:
         return values
     z = depth.to(values.device, torch.float32)
-    valid = z > 0
+    valid = valid_depth_mask(z)
     across = (same_surface(z[:, 1:], z[:, :-1], SURFACE_EDGE_RATIO) & valid[:, 1:] & valid[:, :-1]).float()
     down = (same_surface(z[1:], z[:-1], SURFACE_EDGE_RATIO) & valid[1:] & valid[:-1]).float()
     inv_degree = 1.0 / (1.0 + F.pad(across, (1, 0)) + F.pad(across, (0, 1)) + F.pad(down, (0, 0, 1, 0))
@@ -61,9 +61,9 @@ def smooth_over_surfaces(values: torch.Tensor, depth: torch.Tensor, iterations: 
 
 
 def smooth_depth_over_surfaces(depth: torch.Tensor, iterations: int) -> torch.Tensor:
-    """`smooth_over_surfaces` of the log of `depth (H, W)`, its surfaces its own; invalid pixels (<= 0, not finite)
-    stay 0."""
-    valid = torch.isfinite(depth) & (depth > 0)
+    """`smooth_over_surfaces` of the log of `depth (H, W)`, its surfaces its own; invalid pixels
+    (`valid_depth_mask`) stay 0."""
+    valid = valid_depth_mask(depth)
     if not check_surface_smoothing(iterations):
         return depth
     log_depth = torch.where(valid, depth, 1.0).log()

@@ -5,6 +5,19 @@ from __future__ import annotations
 import argparse
 import time
 
+# SynthConfig's draw probabilities, each a flag (--photo-prob, ...) with its help
+DRAW_PROBABILITIES = {
+    "photo_prob": "chance that a surface wears a real photo (scikit-image's; needs scikit-image) instead of its "
+                  "procedural pattern",
+    "unnamed_prob": "chance that a clip with one moving object names it by an everyday noun, 'the dog moves left', "
+                    "instead of its colour and shape",
+    "large_prob": "chance that an object is stretched 1.5-3x, as large as a photo's subject",
+    "closeup_prob": "chance that a clip is a close-up of one photo-wearing subject, the only thing that moves, as "
+                    "photos frame theirs",
+    "part_prob": "in a close-up, chance that each other object is a part of the subject (a head, an arm) and moves "
+                 "with it",
+}
+
 
 def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help=help_text, description=f"{help_text}. Clips are named synth_<seed> and "
@@ -16,20 +29,8 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--height", type=int, default=None, help="height in pixels (default 256; 368 with --paper-scale)")
     p.add_argument("--width", type=int, default=None, help="width in pixels (default 256; 512 with --paper-scale)")
     p.add_argument("--novel-views", type=int, default=2, help="novel camera paths rendered per clip (default 2)")
-    p.add_argument("--photo-prob", type=float, default=0.0,
-                   help="chance that a surface wears a real photo (scikit-image's; needs scikit-image) instead of "
-                        "its procedural pattern (default 0)")
-    p.add_argument("--unnamed-prob", type=float, default=0.0,
-                   help="chance that a clip with one moving object names it by an everyday noun, 'the dog moves "
-                        "left', instead of its colour and shape (default 0)")
-    p.add_argument("--large-prob", type=float, default=0.0,
-                   help="chance that an object is stretched 1.5-3x, as large as a photo's subject (default 0)")
-    p.add_argument("--closeup-prob", type=float, default=0.0,
-                   help="chance that a clip is a close-up of one photo-wearing subject, the only thing that moves, "
-                        "as photos frame theirs (default 0)")
-    p.add_argument("--part-prob", type=float, default=0.0,
-                   help="in a close-up, chance that each other object is a part of the subject (a head, an arm) and "
-                        "moves with it (default 0)")
+    for field, text in DRAW_PROBABILITIES.items():
+        p.add_argument(f"--{field.replace('_', '-')}", type=float, default=0.0, help=f"{text} (default 0)")
     p.add_argument("--paper-scale", action="store_true", help="the paper's 49 x 368 x 512 clips")
     p.add_argument("--device", default="cpu", help="torch device for rendering (default cpu)")
     p.add_argument("--batch-size", type=int, default=1, help="clips rendered together (use 16-64 on a GPU)")
@@ -53,9 +54,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     base = SynthConfig.paper_scale() if args.paper_scale else SynthConfig()
     config = SynthConfig(num_frames=args.frames or base.num_frames, height=args.height or base.height,
-                         width=args.width or base.width, novel_views=args.novel_views, photo_prob=args.photo_prob,
-                         unnamed_prob=args.unnamed_prob, large_prob=args.large_prob,
-                         closeup_prob=args.closeup_prob, part_prob=args.part_prob)
+                         width=args.width or base.width, novel_views=args.novel_views,
+                         **{field: getattr(args, field) for field in DRAW_PROBABILITIES})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = [s for s in range(args.seed, args.seed + args.num_clips) if not (out / f"synth_{s:06d}").exists()]
